@@ -1,0 +1,8 @@
+"""baxo-mqtt: bridge BAXO Connect measuring instruments to MQTT."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("baxo-mqtt")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0"

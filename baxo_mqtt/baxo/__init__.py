@@ -1,0 +1,1 @@
+"""The BAXO Connect API: typed records, the HTTP client and history export."""
