@@ -1,0 +1,1 @@
+"""The daemon: poll BAXO, publish on MQTT, and carry /set commands back as writes."""
