@@ -131,7 +131,9 @@ def _fail(operation: str, where: str, what: str) -> BaxoDecodeError:
 def expect_key(document: object, key: str, operation: str) -> Any:
     """``document[key]``, or the API's own error, or a decode error."""
     if not isinstance(document, Mapping):
-        raise _fail(operation, "top level", f"expected a JSON object, got {type(document).__name__}")
+        raise _fail(
+            operation, "top level", f"expected a JSON object, got {type(document).__name__}"
+        )
     if key in document:
         return document[key]
     for error_key in ERROR_KEYS:
@@ -142,7 +144,9 @@ def expect_key(document: object, key: str, operation: str) -> Any:
     raise _fail(operation, "top level", f"missing key {key!r}")
 
 
-def _str(item: Mapping[str, Any], key: str, operation: str, where: str, default: str | None = None) -> str:
+def _str(
+    item: Mapping[str, Any], key: str, operation: str, where: str, default: str | None = None
+) -> str:
     value = item.get(key, default)
     if value is None:
         raise _fail(operation, where, f"missing {key!r}")
@@ -155,7 +159,9 @@ def _number_text(value: int | float) -> str:
     return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
-def _int(item: Mapping[str, Any], key: str, operation: str, where: str, default: int | None = None) -> int:
+def _int(
+    item: Mapping[str, Any], key: str, operation: str, where: str, default: int | None = None
+) -> int:
     value = item.get(key, default)
     if isinstance(value, bool) or value is None:
         raise _fail(operation, where, f"{key!r} must be an integer")
@@ -163,9 +169,28 @@ def _int(item: Mapping[str, Any], key: str, operation: str, where: str, default:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    raise _fail(operation, where, f"{key!r} must be an integer, got {value!r}")
+    if isinstance(value, str):
+        # int() itself decides: isdigit() accepts "²" and "--5", which int() refuses.
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    raise _fail(operation, where, f"{key!r} must be an integer, got {str(value)[:40]!r}")
+
+
+#: BAXO times a datetime can hold (years 1..9999); anything beyond is garbage
+#: that would only blow up later, far from here, when converted for display.
+_BAXO_TIME_RANGE = range(
+    (datetime(1, 1, 2, tzinfo=UTC) - BAXO_EPOCH) // timedelta(seconds=1),
+    (datetime(9999, 12, 30, tzinfo=UTC) - BAXO_EPOCH) // timedelta(seconds=1),
+)
+
+
+def _timestamp(item: Mapping[str, Any], operation: str, where: str) -> int:
+    value = _int(item, "timestamp", operation, where)
+    if value not in _BAXO_TIME_RANGE:
+        raise _fail(operation, where, f"'timestamp' {value} is out of range")
+    return value
 
 
 def _list(document: object, key: str, operation: str) -> list[Mapping[str, Any]]:
@@ -213,7 +238,10 @@ def _device(item: Mapping[str, Any], op: str, where: str) -> Device:
 
 
 def parse_devices(document: object) -> list[Device]:
-    return [_device(d, "devices", f"devices[{i}]") for i, d in enumerate(_list(document, "devices", "devices"))]
+    return [
+        _device(d, "devices", f"devices[{i}]")
+        for i, d in enumerate(_list(document, "devices", "devices"))
+    ]
 
 
 def parse_device(document: object) -> Device:
@@ -236,8 +264,10 @@ def parse_realtime(document: object, default_device_id: str | None = None) -> li
                 device_id=_device_id(log, default_device_id, op, where),
                 tag=_str(log, "tagReference", op, where),
                 value=_str(log, "value", op, where, ""),
-                timestamp=_int(log, "timestamp", op, where),
-                is_event=bool(is_event) if isinstance(is_event, bool | int) else str(is_event).lower() == "true",
+                timestamp=_timestamp(log, op, where),
+                is_event=bool(is_event)
+                if isinstance(is_event, bool | int)
+                else str(is_event).lower() == "true",
             )
         )
     return readings
@@ -262,7 +292,7 @@ def parse_history(document: object, default_device_id: str | None = None) -> His
                     device_id=device_id,
                     tag=tag,
                     value=_str(log, "value", op, log_where, ""),
-                    timestamp=_int(log, "timestamp", op, log_where),
+                    timestamp=_timestamp(log, op, log_where),
                     source=_int(log, "source", op, log_where, 0),
                 )
             )
