@@ -1,0 +1,83 @@
+"""Pure: the last value the bridge published for every tag, and what changed.
+
+This is the bridge's memory. It holds one ``Reading`` per tag (the readings of
+the latest answer, no copies), decides which new readings are changes, and
+is what a reconnect republishes from. A change is a new value *or* a new
+timestamp: a sensor that reports the same value at a new time has reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from baxo_mqtt.baxo.models import Reading
+
+DeviceKey = tuple[str, str]  # (contract id, device id)
+
+
+class ValueStore:
+    def __init__(self) -> None:
+        self._devices: dict[DeviceKey, dict[str, Reading]] = {}
+        self._tag_count = 0
+
+    def apply(
+        self, contract_id: str, readings: Iterable[Reading], *, only_changes: bool = True
+    ) -> list[Reading]:
+        """Remember ``readings``; return those to publish (changed, or all)."""
+        devices = self._devices
+        published: list[Reading] = []
+        append = published.append
+        current_id = ""
+        tags: dict[str, Reading] = {}
+        # Hot path (every tag of every cycle): readings arrive grouped by
+        # device, so look the device up only when it changes.
+        for reading in readings:
+            if reading.device_id != current_id:
+                current_id = reading.device_id
+                key = (contract_id, current_id)
+                found = devices.get(key)
+                if found is None:
+                    found = devices[key] = {}
+                tags = found
+            previous = tags.get(reading.tag)
+            if previous is None:
+                self._tag_count += 1
+            elif (
+                only_changes
+                and previous.value == reading.value
+                and previous.timestamp == reading.timestamp
+            ):
+                continue
+            tags[reading.tag] = reading
+            append(reading)
+        return published
+
+    def forget(self, contract_id: str, device_id: str, tag: str) -> None:
+        """Forget one value, so the next reading of it counts as a change."""
+        tags = self._devices.get((contract_id, device_id))
+        if tags is not None and tags.pop(tag, None) is not None:
+            self._tag_count -= 1
+
+    def remove_device(self, contract_id: str, device_id: str) -> list[str]:
+        """Drop a device; return the tags it had (their topics need clearing)."""
+        tags = self._devices.pop((contract_id, device_id), {})
+        self._tag_count -= len(tags)
+        return list(tags)
+
+    def tags_missing_from(self, contract_id: str, device_id: str, seen: set[str]) -> list[str]:
+        """Tags the store holds for a device that a complete answer no longer lists."""
+        tags = self._devices.get((contract_id, device_id), {})
+        return [tag for tag in tags if tag not in seen]
+
+    def device_values(self, contract_id: str, device_id: str) -> dict[str, Reading]:
+        return self._devices.get((contract_id, device_id), {})
+
+    def knows_tag(self, contract_id: str, device_id: str, tag: str) -> bool:
+        return tag in self._devices.get((contract_id, device_id), {})
+
+    def devices(self) -> Iterator[DeviceKey]:
+        return iter(list(self._devices))
+
+    @property
+    def tag_count(self) -> int:
+        return self._tag_count

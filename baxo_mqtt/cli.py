@@ -1,0 +1,198 @@
+"""The ``baxo-mqtt`` command: parse arguments, load settings, hand off.
+
+Exit codes: 0 success, 1 runtime failure, 2 bad configuration or arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from baxo_mqtt import __version__
+from baxo_mqtt.errors import BaxoError, ConfigError
+
+if TYPE_CHECKING:
+    from baxo_mqtt.settings import Settings
+
+EXIT_RUNTIME, EXIT_CONFIG = 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="baxo-mqtt", description="Bridge BAXO Connect measuring instruments to MQTT."
+    )
+    parser.add_argument("--version", action="version", version=f"baxo-mqtt {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument(
+            "-c",
+            "--config",
+            metavar="FILE",
+            help="TOML file (default: $BAXO_MQTT_CONFIG, else /etc/baxo-mqtt/config.toml)",
+        )
+        return sub
+
+    with_config("run", "run the bridge daemon")
+    with_config("check-config", "validate the configuration and print it (secrets as ***)")
+    discover = with_config("discover", "list contracts, devices and their current tag values")
+    discover.add_argument("--json", action="store_true", help="JSON instead of a table")
+
+    history = with_config("history", "export history, following every page")
+    history.add_argument("--contract", required=True, metavar="ID")
+    history.add_argument(
+        "--device",
+        required=True,
+        action="append",
+        metavar="ID",
+        help="device id (repeat for several)",
+    )
+    history.add_argument("--start", required=True, metavar="T", help="ISO 8601; no offset = UTC")
+    history.add_argument("--end", required=True, metavar="T", help="ISO 8601; no offset = UTC")
+    history.add_argument("--tag", action="append", metavar="REF", help="tag reference (repeatable)")
+    history.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    history.add_argument("-o", "--output", metavar="FILE", help="default: stdout")
+
+    write = with_config("write", "write one tag value")
+    write.add_argument("--contract", required=True, metavar="ID")
+    write.add_argument("--device", required=True, metavar="ID")
+    write.add_argument("--tag", required=True, metavar="REF")
+    write.add_argument("--value", required=True, metavar="V")
+
+    sim = commands.add_parser(
+        "simulator",
+        help="run the built-in BAXO API simulator",
+        description="Serve a fake BAXO Connect API over HTTP at /k1.",
+    )
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8080)
+    sim.add_argument("--contracts", type=int, default=1)
+    sim.add_argument("--devices", type=int, default=5, help="devices per contract")
+    sim.add_argument("--tags", type=int, default=4, help="tags per device")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument(
+        "--value-period",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds between value changes (0: every read changes)",
+    )
+    sim.add_argument(
+        "--latency", type=float, default=0.0, metavar="S", help="added latency per API request"
+    )
+    sim.add_argument(
+        "--error-rate",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="fraction of API requests answered HTTP 500",
+    )
+    sim.add_argument("--page-size", type=int, default=10_000, help="history rows per page")
+    sim.add_argument("--username", default="demo@example.com")
+    sim.add_argument("--password", default="demo")
+
+    demo = commands.add_parser(
+        "demo", help="simulator + bridge together, printing what is published"
+    )
+    demo.add_argument(
+        "--broker",
+        metavar="HOST:PORT",
+        help="use this broker (default: localhost:1883 if it answers, else embedded)",
+    )
+    demo.add_argument("--interval", type=float, default=2.0, metavar="S", help="poll interval")
+    demo.add_argument("--metrics-port", type=int, default=9877)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command: str = args.command
+    if command == "simulator":
+        from baxo_mqtt.simulator.server import serve
+
+        return serve(
+            host=args.host,
+            port=args.port,
+            contracts=args.contracts,
+            devices=args.devices,
+            tags=args.tags,
+            seed=args.seed,
+            value_period_s=args.value_period,
+            latency_s=args.latency,
+            error_rate=args.error_rate,
+            username=args.username,
+            password=args.password,
+            page_size=args.page_size,
+        )
+    if command == "demo":
+        from baxo_mqtt.demo import run_demo
+
+        return run_demo(
+            broker=args.broker, interval_s=args.interval, metrics_port=args.metrics_port
+        )
+    if command == "check-config":
+        from baxo_mqtt.settings import check_config_command
+
+        return check_config_command(args.config)
+    return _with_settings(command, args)
+
+
+def _with_settings(command: str, args: argparse.Namespace) -> int:
+    from baxo_mqtt.logs import configure_logging
+    from baxo_mqtt.settings import load_settings
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(
+        settings.log.level, settings.log.format, settings.secret_values(), stream=sys.stderr
+    )
+    if command == "run":
+        from baxo_mqtt.bridge.app import run
+
+        return run(settings)
+
+    try:
+        return _api_tool(command, args, settings)
+    except BaxoError as error:
+        print(f"baxo-mqtt {command}: {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_RUNTIME
+
+
+def _api_tool(command: str, args: argparse.Namespace, settings: Settings) -> int:
+    """``discover``, ``history`` and ``write``: one client, one job, an exit code."""
+    from baxo_mqtt.baxo.client import BaxoClient
+
+    with BaxoClient(settings.baxo) as client:
+        if command == "discover":
+            from baxo_mqtt.baxo.inventory import collect_inventory, render_json, render_table
+
+            inventory = collect_inventory(client)
+            sys.stdout.write(render_json(inventory) if args.json else render_table(inventory))
+            return 0
+        if command == "history":
+            from baxo_mqtt.baxo.history import run_history_command
+
+            try:
+                return run_history_command(
+                    client,
+                    args.contract,
+                    args.device,
+                    args.start,
+                    args.end,
+                    args.tag,
+                    args.format,
+                    args.output,
+                )
+            except ValueError as error:
+                print(f"baxo-mqtt history: {error}", file=sys.stderr)
+                return EXIT_CONFIG
+        client.write_tag(args.contract, args.device, args.tag, args.value)
+        print(f"wrote {args.tag} = {args.value!r} on device {args.device}")
+        return 0
