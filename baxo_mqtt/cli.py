@@ -99,8 +99,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--broker",
-        metavar="HOST:PORT",
-        help="use this broker (default: localhost:1883 if it answers, else embedded)",
+        default="auto",
+        metavar="WHICH",
+        help="auto (default: localhost:1883 if it answers, else mosquitto if installed, else "
+        "amqtt in-process), mosquitto, amqtt, or HOST:PORT of a broker to use",
     )
     demo.add_argument("--interval", type=float, default=2.0, metavar="S", help="poll interval")
     demo.add_argument("--metrics-port", type=int, default=9877)

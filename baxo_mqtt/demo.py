@@ -12,6 +12,7 @@ amqtt inside this process (pure Python, MQTT 3.1.1, installed with the
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import signal
 import socket
@@ -80,6 +81,8 @@ class _Amqtt:
                 "no MQTT broker answers on localhost:1883 and none can be started: install "
                 "mosquitto, or the demo extra (pip install 'baxo-mqtt[demo]')"
             ) from missing
+        # amqtt logs every half-open probe connection as an error: noise here.
+        logging.getLogger("amqtt").setLevel(logging.CRITICAL)
         self.port = _free_port()
         self._started = threading.Event()
         self._error: Exception | None = None
@@ -119,15 +122,19 @@ class _Amqtt:
         self._thread.join(5)
 
 
-def _start_broker(requested: str | None) -> tuple[str, int, str, Any]:
-    """(host, port, protocol, handle-to-stop-or-None) of the broker the demo uses."""
-    if requested:
+def _start_broker(requested: str) -> tuple[str, int, str, Any]:
+    """(host, port, protocol, handle-to-stop-or-None) of the broker the demo uses.
+
+    ``requested`` is ``auto`` (localhost:1883 if it answers, else mosquitto,
+    else amqtt), ``mosquitto``, ``amqtt``, or ``HOST:PORT`` of a broker to use.
+    """
+    if requested not in ("auto", "mosquitto", "amqtt"):
         host, _, port = requested.rpartition(":")
         return host or "localhost", int(port or 1883), "v5", None
-    if _answers("localhost", 1883):
+    if requested == "auto" and _answers("localhost", 1883):
         return "localhost", 1883, "v5", None
     binary = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin")
-    if binary:
+    if binary and requested != "amqtt":
         mosquitto = _Mosquitto(binary)
         for _ in range(100):
             if _answers("127.0.0.1", mosquitto.port):
@@ -164,7 +171,7 @@ def _printer(host: str, port: int, protocol: str, out: TextIO) -> paho.Client:
 
 
 def run_demo(
-    broker: str | None = None,
+    broker: str = "auto",
     interval_s: float = 2.0,
     metrics_port: int = 9877,
     out: TextIO = sys.stdout,

@@ -198,7 +198,7 @@ class Poller:
         for key, entry in build.catalog.entries.items():
             old = previous.entries.get(key)
             if old is None or old != entry:
-                self._announce_device(entry)
+                self._announce_device(entry, publish=not self._republish_wanted)
         self._update_counts()
         self._publish_bridge_info()
         log.info(
@@ -212,13 +212,21 @@ class Poller:
     def _segments_changed(old: DeviceEntry, new: DeviceEntry) -> bool:
         return old.topic != new.topic
 
-    def _announce_device(self, entry: DeviceEntry) -> None:
-        """Publish ``$info`` and, for a device that is not active, ``$availability``."""
+    def _announce_device(self, entry: DeviceEntry, *, publish: bool = True) -> None:
+        """Publish ``$info`` and, for a device that is not active, ``$availability``.
+
+        With ``publish`` false only the availability is recorded: a republish
+        is pending (the first connect) and will send both anyway.
+        """
         key = (entry.contract.id, entry.device.id)
-        topic = entry.topic
-        self._publish(f"{topic}/$info", device_info_payload(entry.contract, entry.device), True)
         if not entry.device.is_active:
-            self._set_availability(key, topic, online=False, force=True)
+            if not publish:
+                self._availability[key] = False
+                return
+            self._set_availability(key, entry.topic, online=False, force=True)
+        if publish:
+            info = device_info_payload(entry.contract, entry.device)
+            self._publish(f"{entry.topic}/$info", info, True)
 
     def _retire_device(self, entry: DeviceEntry) -> None:
         """A device that is gone: clear every retained topic it had (no ghost values)."""
