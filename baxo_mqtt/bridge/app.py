@@ -102,6 +102,7 @@ class Bridge:
             on_connected=self._on_connected,
             on_set_message=self._on_set_message,
         )
+        self.metrics.count_messages(lambda: (self.link.published, self.link.dropped))
         self.poller = Poller(
             client=self.client,
             publish=self.link.publish,

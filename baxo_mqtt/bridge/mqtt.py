@@ -18,6 +18,7 @@ Three rules shape this module:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import ssl
 import threading
 import time
@@ -39,11 +40,12 @@ from baxo_mqtt.settings import MqttSettings
 
 log = structlog.get_logger(__name__)
 
-#: paho's default window is 20 messages. A wider one lets the broker ack in
-#: bulk; paho scans its in-flight dict on every ack, so far wider gets slower.
-MAX_INFLIGHT = 200
-#: How many unacknowledged messages ``publish`` accepts before it waits.
-HIGH_WATER = 5_000
+#: How many unacknowledged QoS 1/2 messages ``publish`` allows before it waits.
+#: paho's own window is turned off (0): with one set, paho walks its message
+#: dict on every PUBACK to find the next queued message, which costs more than
+#: the publish itself once a few hundred are in flight. Counting here is O(1)
+#: per message and bounds memory just the same.
+WINDOW = 2_000
 #: The longest ``publish`` waits for room before dropping (counted as dropped).
 MAX_PUBLISH_WAIT_S = 30.0
 
@@ -76,8 +78,15 @@ class MqttLink:
         self._ever_connected = False
         self._connack = threading.Event()
         self._connack_reason = ""
-        self._pending = 0
-        self._room = threading.Condition()
+        # sent - acked = messages in flight. Each counter has one writer
+        # (publishing threads take numbers from an itertools.count, atomic in
+        # CPython; acks arrive on paho's thread), so the hot path takes no lock.
+        self._sent_ids = itertools.count(1)
+        self._sent = 0
+        self._acked = 0
+        self._room = threading.Event()
+        self.published = 0  # read by the metrics collector
+        self.dropped = 0
 
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
@@ -98,7 +107,7 @@ class MqttLink:
                 client.tls_insecure_set(True)
         client.will_set(will_topic, b"offline", qos=self._qos, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
-        client.max_inflight_messages_set(MAX_INFLIGHT)
+        client.max_inflight_messages_set(0)  # unlimited: see WINDOW
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish
@@ -159,8 +168,7 @@ class MqttLink:
                     info.wait_for_publish(timeout_s)
         self._client.disconnect()
         self._client.loop_stop()
-        with self._room:
-            self._room.notify_all()
+        self._room.set()
 
     @property
     def connected(self) -> bool:
@@ -170,22 +178,20 @@ class MqttLink:
 
     def publish(self, topic: str, payload: bytes, retain: bool | None = None) -> bool:
         """Send one message; False when it was dropped (not connected or no room)."""
-        if not self._connected:
-            self._metrics.messages_dropped.inc()
-            return False
-        if self._qos and self._pending >= HIGH_WATER and not self._wait_for_room():
-            self._metrics.messages_dropped.inc()
+        if not self._connected or (
+            self._qos and self._sent - self._acked >= WINDOW and not self._wait_for_room()
+        ):
+            self.dropped += 1
             return False
         info = self._client.publish(
             topic, payload, qos=self._qos, retain=self._retain if retain is None else retain
         )
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            self._metrics.messages_dropped.inc()
+            self.dropped += 1
             return False
         if self._qos:
-            with self._room:
-                self._pending += 1
-        self._metrics.messages_published.inc()
+            self._sent = next(self._sent_ids)
+        self.published += 1
         return True
 
     def reply(self, topic: str, payload: bytes, correlation_data: bytes | None) -> bool:
@@ -199,16 +205,23 @@ class MqttLink:
         info = self._client.publish(
             topic, payload, qos=self._qos, retain=False, properties=properties
         )
-        return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return False
+        if self._qos:
+            self._sent = next(self._sent_ids)  # its PUBACK is counted like any other
+        return True
 
     def _wait_for_room(self) -> bool:
+        """Wait until the broker has acknowledged half the window; False on timeout."""
         deadline = time.monotonic() + MAX_PUBLISH_WAIT_S
-        with self._room:
-            while self._pending >= HIGH_WATER // 2:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._connected:
-                    return False
-                self._room.wait(min(remaining, 1.0))
+        while self._sent - self._acked >= WINDOW // 2:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._connected:
+                return False
+            self._room.clear()
+            if self._sent - self._acked < WINDOW // 2:  # acknowledged meanwhile
+                break
+            self._room.wait(min(remaining, 1.0))
         return True
 
     # --- paho callbacks (network thread: record and hand off, nothing slow) --
@@ -226,11 +239,11 @@ class MqttLink:
             log.error("mqtt connection refused", reason=str(reason_code))
             self._connack.set()
             return
-        with self._room:
-            # Anything unacknowledged before the loss is resent by paho or lost
-            # with the session; either way the republish below covers it.
-            self._pending = 0
-            self._room.notify_all()
+        # Whatever was unacknowledged before a loss is resent by paho or lost
+        # with the session; either way the republish that follows covers it,
+        # so the window starts empty.
+        self._acked = self._sent
+        self._room.set()
         for topic_filter in self._subscriptions:
             if self._v5:
                 # Retain handling 2: the broker must not replay stored /set commands.
@@ -260,8 +273,7 @@ class MqttLink:
         was_connected = self._connected
         self._connected = False
         self._metrics.mqtt_connected.set(0)
-        with self._room:
-            self._room.notify_all()
+        self._room.set()
         if was_connected and not self._closing:
             log.warning("mqtt connection lost; reconnecting", reason=str(reason_code))
 
@@ -273,12 +285,9 @@ class MqttLink:
         reason_code: ReasonCode,
         properties: Properties,
     ) -> None:
-        if self._qos:
-            with self._room:
-                if self._pending:
-                    self._pending -= 1
-                if self._pending < HIGH_WATER // 2:
-                    self._room.notify_all()
+        self._acked += 1
+        if not self._room.is_set() and self._sent - self._acked < WINDOW // 2:
+            self._room.set()
 
     def _handle_message(
         self, client: paho.Client, userdata: Any, message: paho.MQTTMessage
