@@ -22,7 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import structlog
@@ -49,6 +49,7 @@ Publish = Callable[[str, bytes, bool], object]  # (topic, payload, retain)
 BACKOFF_CAP_S = 300.0
 FETCH_WORKERS = 8
 REFRESH_DELAY_S = 1.0
+HEARTBEAT_S = 5.0  # the loop proves it is alive at least this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,7 @@ class Poller:
         self._metrics = metrics
         self._health = health
         self._heartbeat = heartbeat
+        self._fetch_workers = fetch_workers
         self._pool = ThreadPoolExecutor(max_workers=fetch_workers, thread_name_prefix="baxo-fetch")
         self.catalog = Catalog.empty()
         self.store = ValueStore()
@@ -155,11 +157,11 @@ class Poller:
                 self.poll_cycle()
             self._run_due_refreshes()
             self._wake.clear()
-            wait = min(self._next_poll, self._next_discovery) - time.monotonic()
+            wait_s = min(self._next_poll, self._next_discovery) - time.monotonic()
             if self._refresh_queue:
-                wait = min(wait, self._refresh_queue[0][0] - time.monotonic())
-            # Wake at least every 5 s so the heartbeat (liveness, watchdog) beats.
-            self._wake.wait(max(0.0, min(wait, 5.0)))
+                wait_s = min(wait_s, self._refresh_queue[0][0] - time.monotonic())
+            # Wake regularly so the heartbeat (liveness, watchdog) beats.
+            self._wake.wait(max(0.0, min(wait_s, HEARTBEAT_S)))
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _run_discovery(self) -> None:
@@ -255,24 +257,36 @@ class Poller:
         started = time.monotonic()
         batches = self._batches()
         tags = self._filters.literal_tags()
-        futures: dict[Future[list[Reading]], _Batch] = {
-            self._pool.submit(self._client.realtime, b.contract_id, b.device_ids, tags): b
-            for b in batches
-        }
+        pending = deque(batches)
+        # A sliding window of requests: enough in flight to hide the API's
+        # latency, few enough that a slow broker makes the fetches wait
+        # instead of holding a whole cycle of answers in memory.
+        window = self._fetch_workers + 2
+        running: dict[Future[list[Reading]], _Batch] = {}
         succeeded = 0
         last_error: BaxoError | None = None
-        for future in as_completed(futures):
-            batch = futures[future]
-            try:
-                readings = future.result()
-            except BaxoError as error:
-                last_error = error
-                self._metrics.poll_errors.labels(error.kind).inc()
-                self._mark_batch(batch, online=False)
-                continue
-            succeeded += 1
-            self._absorb(batch.contract_id, batch.device_ids, readings)
+        while pending or running:
+            while pending and len(running) < window:
+                batch = pending.popleft()
+                future = self._pool.submit(
+                    self._client.realtime, batch.contract_id, batch.device_ids, tags
+                )
+                running[future] = batch
+            # Beat while waiting: a request held by a long Retry-After must
+            # not look like a hung loop to the systemd watchdog.
+            done, _ = wait(running, timeout=HEARTBEAT_S, return_when=FIRST_COMPLETED)
             self._heartbeat()
+            for future in done:
+                batch = running.pop(future)
+                try:
+                    readings = future.result()
+                except BaxoError as error:
+                    last_error = error
+                    self._metrics.poll_errors.labels(error.kind).inc()
+                    self._mark_batch(batch, online=False)
+                    continue
+                succeeded += 1
+                self._absorb(batch.contract_id, batch.device_ids, readings)
         elapsed = time.monotonic() - started
         self._metrics.poll_duration.observe(elapsed)
         self.cycles += 1
