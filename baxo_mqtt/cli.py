@@ -90,6 +90,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="F",
         help="fraction of API requests answered HTTP 500",
     )
+    sim.add_argument(
+        "--staggered",
+        action="store_true",
+        help="each device changes at its own moment within the value period, as real "
+        "loggers transmitting on their own schedules do",
+    )
     sim.add_argument("--page-size", type=int, default=10_000, help="history rows per page")
     sim.add_argument("--username", default="demo@example.com")
     sim.add_argument("--password", default="demo")
@@ -128,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             username=args.username,
             password=args.password,
             page_size=args.page_size,
+            staggered=args.staggered,
         )
     if command == "demo":
         from baxo_mqtt.demo import run_demo

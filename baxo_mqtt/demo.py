@@ -187,7 +187,9 @@ def run_demo(
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     with ExitStack() as cleanup:
-        simulator = SimulatorServer(Fleet.generate(contracts=1, devices=5, tags=4, seed=7)).start()
+        simulator = SimulatorServer(
+            Fleet.generate(contracts=1, devices=5, tags=4, seed=7, staggered=True)
+        ).start()
         cleanup.callback(simulator.stop)
         try:
             host, port, protocol, handle = _start_broker(broker)

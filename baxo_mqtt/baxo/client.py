@@ -206,6 +206,10 @@ def _is_retryable(error: BaxoError) -> bool:
     return isinstance(error, BaxoHttpError) and error.status is not None and error.status >= 500
 
 
+def _no_http_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    return request
+
+
 class BaxoClient:
     """The eight BAXO API operations, typed, thread-safe, with bounded retries.
 
@@ -243,6 +247,11 @@ class BaxoClient:
         self._session.mount("http://", adapter)
         self._session.headers["Accept"] = "application/json"
         self._session.verify = connection.verify_tls
+        # Credentials travel in the body, never as HTTP auth. Setting an auth
+        # that does nothing also stops requests from reading ~/.netrc on every
+        # request (a file lookup per poll batch), while proxy variables from
+        # the environment still apply.
+        self._session.auth = _no_http_auth
         if not connection.verify_tls:
             # Turning verification off is the user's explicit choice; say so once
             # here rather than letting urllib3 warn on every single request.

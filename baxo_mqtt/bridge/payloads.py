@@ -6,34 +6,35 @@ import json
 from collections.abc import Mapping
 from typing import Literal
 
-from baxo_mqtt.baxo.models import Contract, Device, Reading, baxo_to_iso, numeric_value
+from baxo_mqtt.baxo.models import Contract, Device, baxo_to_iso, numeric_value
+from baxo_mqtt.bridge.state import StoredValue
 
 PayloadForm = Literal["value", "json"]
 _compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
-def tag_document(reading: Reading) -> dict[str, object]:
+def tag_document(value: str, timestamp: int, is_event: bool) -> dict[str, object]:
     """The ``payload = "json"`` form of one tag value."""
     return {
-        "value": numeric_value(reading.value),
-        "raw": reading.value,
-        "timestamp": baxo_to_iso(reading.timestamp),
-        "baxo_timestamp": reading.timestamp,
-        "is_event": reading.is_event,
+        "value": numeric_value(value),
+        "raw": value,
+        "timestamp": baxo_to_iso(timestamp),
+        "baxo_timestamp": timestamp,
+        "is_event": is_event,
     }
 
 
-def tag_payload(reading: Reading, form: PayloadForm) -> bytes:
+def tag_payload(value: StoredValue, form: PayloadForm) -> bytes:
     if form == "value":
-        return reading.value.encode()
-    return _compact(tag_document(reading)).encode()
+        return value[0].encode()
+    return _compact(tag_document(*value)).encode()
 
 
-def device_state_payload(values: Mapping[str, Reading], form: PayloadForm) -> bytes:
+def device_state_payload(values: Mapping[str, StoredValue], form: PayloadForm) -> bytes:
     """One JSON object of every tag of a device: raw strings, or tag documents."""
     if form == "value":
-        return _compact({tag: r.value for tag, r in values.items()}).encode()
-    return _compact({tag: tag_document(r) for tag, r in values.items()}).encode()
+        return _compact({tag: stored[0] for tag, stored in values.items()}).encode()
+    return _compact({tag: tag_document(*stored) for tag, stored in values.items()}).encode()
 
 
 def device_info_payload(contract: Contract, device: Device) -> bytes:

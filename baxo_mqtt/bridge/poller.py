@@ -258,10 +258,10 @@ class Poller:
         batches = self._batches()
         tags = self._filters.literal_tags()
         pending = deque(batches)
-        # A sliding window of requests: enough in flight to hide the API's
-        # latency, few enough that a slow broker makes the fetches wait
-        # instead of holding a whole cycle of answers in memory.
-        window = self._fetch_workers + 2
+        # A sliding window of requests, one per worker: enough in flight to
+        # hide the API's latency, few enough that a slow broker makes the
+        # fetches wait instead of holding a whole cycle of answers in memory.
+        window = self._fetch_workers
         running: dict[Future[list[Reading]], _Batch] = {}
         succeeded = 0
         last_error: BaxoError | None = None
@@ -336,7 +336,11 @@ class Poller:
                 topic = changed_devices[device_id] = entry.topic
             if not topic or not reading.tag:
                 continue
-            payload = reading.value.encode() if form == "value" else tag_payload(reading, form)
+            payload = (
+                reading.value.encode()
+                if form == "value"
+                else tag_payload((reading.value, reading.timestamp, reading.is_event), form)
+            )
             publish(f"{topic}/{escape_segment(reading.tag)}", payload, retain)
         if self._options.device_state:
             for device_id, topic in changed_devices.items():
@@ -426,8 +430,8 @@ class Poller:
             if online is not None:
                 self._publish(f"{topic}/$availability", b"online" if online else b"offline", True)
             values = self.store.device_values(*key)
-            for tag, reading in values.items():
-                self._publish(f"{topic}/{escape_segment(tag)}", tag_payload(reading, form), retain)
+            for tag, stored in values.items():
+                self._publish(f"{topic}/{escape_segment(tag)}", tag_payload(stored, form), retain)
             count += len(values)
             if values and self._options.device_state:
                 self._publish(topic, device_state_payload(values, form), retain)

@@ -1,9 +1,13 @@
 """Pure: the last value the bridge published for every tag, and what changed.
 
-This is the bridge's memory. It holds one ``Reading`` per tag (the readings of
-the latest answer, no copies), decides which new readings are changes, and
-is what a reconnect republishes from. A change is a new value *or* a new
-timestamp: a sensor that reports the same value at a new time has reported.
+This is the bridge's memory. It holds one ``StoredValue`` per tag, decides
+which new readings are changes, and is what a reconnect republishes from. A
+change is a new value *or* a new timestamp: a sensor that reports the same
+value at a new time has reported.
+
+Memory is what limits a large account (100,000 tags), so a tag costs one
+small tuple under its device: not a whole ``Reading``, whose device id and
+tag reference would be fresh copies from every answer.
 """
 
 from __future__ import annotations
@@ -13,11 +17,12 @@ from collections.abc import Iterable, Iterator
 from baxo_mqtt.baxo.models import Reading
 
 DeviceKey = tuple[str, str]  # (contract id, device id)
+StoredValue = tuple[str, int, bool]  # (raw value, BAXO timestamp, is_event)
 
 
 class ValueStore:
     def __init__(self) -> None:
-        self._devices: dict[DeviceKey, dict[str, Reading]] = {}
+        self._devices: dict[DeviceKey, dict[str, StoredValue]] = {}
         self._tag_count = 0
 
     def apply(
@@ -28,7 +33,7 @@ class ValueStore:
         published: list[Reading] = []
         append = published.append
         current_id = ""
-        tags: dict[str, Reading] = {}
+        tags: dict[str, StoredValue] = {}
         # Hot path (every tag of every cycle): readings arrive grouped by
         # device, so look the device up only when it changes.
         for reading in readings:
@@ -42,13 +47,9 @@ class ValueStore:
             previous = tags.get(reading.tag)
             if previous is None:
                 self._tag_count += 1
-            elif (
-                only_changes
-                and previous.value == reading.value
-                and previous.timestamp == reading.timestamp
-            ):
+            elif only_changes and previous[0] == reading.value and previous[1] == reading.timestamp:
                 continue
-            tags[reading.tag] = reading
+            tags[reading.tag] = (reading.value, reading.timestamp, reading.is_event)
             append(reading)
         return published
 
@@ -69,7 +70,7 @@ class ValueStore:
         tags = self._devices.get((contract_id, device_id), {})
         return [tag for tag in tags if tag not in seen]
 
-    def device_values(self, contract_id: str, device_id: str) -> dict[str, Reading]:
+    def device_values(self, contract_id: str, device_id: str) -> dict[str, StoredValue]:
         return self._devices.get((contract_id, device_id), {})
 
     def knows_tag(self, contract_id: str, device_id: str, tag: str) -> bool:

@@ -13,6 +13,12 @@ consecutive points always differ by exactly one step: that makes
 needs) a matter of feeding the wave a per-tag read counter instead of the
 clock.
 
+With ``staggered``, each device moves at its own moment within the period
+(a phase drawn from a hash of seed and device id), as real loggers do, each
+transmitting on its own schedule: a poll then sees a share of the fleet
+change rather than all of it at once. Without it every value moves at the
+same period boundary, which is easier to reason about in tests.
+
 Times: ``clock()`` returns Unix seconds; what the fleet hands out (realtime
 and history timestamps, ``history`` bounds) is BAXO time, seconds since
 2000-01-01 UTC.
@@ -122,6 +128,12 @@ def _wave_for(seed: int, device_id: str, tag: str, is_event: bool) -> _Wave:
     return _Wave(rng.randint(20, 40), rng.randint(10, 30), 1, phase, False)
 
 
+def _phase_for(seed: int, device_id: str) -> float:
+    """Where in each period a device transmits, in [0, 1), stable for a seed."""
+    digest = hashlib.blake2b(f"{seed}/{device_id}/phase".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
 @dataclass(slots=True)
 class _Tag:
     reference: str
@@ -137,6 +149,8 @@ class _Tag:
 class _DeviceEntry:
     device: Device
     tags: dict[str, _Tag]
+    #: Where in each value period this device transmits, as a fraction (staggered fleets).
+    phase: float = 0.0
 
 
 @dataclass(slots=True)
@@ -164,6 +178,7 @@ class Fleet:
         password: str = DEFAULT_PASSWORD,
         clock: Callable[[], float] = time.time,
         value_period_s: float = 10.0,
+        staggered: bool = False,
         history_step_s: int = DEFAULT_HISTORY_STEP_S,
         tags_per_device: int = 4,
     ) -> None:
@@ -176,6 +191,7 @@ class Fleet:
         self.password = password
         self.clock = clock
         self.value_period_s = value_period_s
+        self.staggered = staggered
         self.history_step_s = history_step_s
         self.tags_per_device = tags_per_device
         self._rng = random.Random(seed)
@@ -204,6 +220,7 @@ class Fleet:
         clock: Callable[[], float] = time.time,
         value_period_s: float = 10.0,
         all_active: bool = False,
+        staggered: bool = False,
         history_step_s: int = DEFAULT_HISTORY_STEP_S,
     ) -> Fleet:
         """An account of ``contracts`` x ``devices`` x ``tags``, the same for the same seed.
@@ -220,6 +237,7 @@ class Fleet:
             password=password,
             clock=clock,
             value_period_s=value_period_s,
+            staggered=staggered,
             history_step_s=history_step_s,
             tags_per_device=tags,
         )
@@ -278,8 +296,6 @@ class Fleet:
         now = self.clock()
         wanted = None if tags is None else set(tags)
         period = self.value_period_s
-        point = math.floor(now / period) if period > 0 else 0
-        timestamp = (int(point * period) if period > 0 else int(now)) - BAXO_EPOCH_UNIX
         readings: list[Reading] = []
         with self._lock:
             devices = self._contract(contract_id).devices
@@ -287,6 +303,13 @@ class Fleet:
                 entry = devices.get(device_id)
                 if entry is None:
                     continue
+                if period > 0:
+                    # The device's latest transmission: the start of its current period.
+                    shift = entry.phase * period
+                    point = math.floor((now - shift) / period)
+                    timestamp = int(point * period + shift) - BAXO_EPOCH_UNIX
+                else:
+                    point, timestamp = 0, int(now) - BAXO_EPOCH_UNIX
                 for tag in entry.tags.values():
                     if wanted is not None and tag.reference not in wanted:
                         continue
@@ -492,6 +515,7 @@ class Fleet:
             tags[reference] = _Tag(
                 reference, is_event, _wave_for(self.seed, device_id, reference, is_event)
             )
-        self._contracts[contract_id].devices[device_id] = _DeviceEntry(device, tags)
+        phase = _phase_for(self.seed, device_id) if self.staggered else 0.0
+        self._contracts[contract_id].devices[device_id] = _DeviceEntry(device, tags, phase)
         self._device_ids.add(device_id)
         return device

@@ -836,6 +836,7 @@ def serve(
     username: str,
     password: str,
     page_size: int,
+    staggered: bool = False,
 ) -> int:
     """The ``baxo-mqtt simulator`` command: serve until SIGINT or SIGTERM; the exit code."""
     try:
@@ -847,6 +848,7 @@ def serve(
             username=username,
             password=password,
             value_period_s=value_period_s,
+            staggered=staggered,
         )
         faults = Faults()
         faults.update({"latency_s": latency_s, "error_rate": error_rate})

@@ -518,3 +518,26 @@ def test_history_refuses_a_negative_offset() -> None:
 
     with pytest.raises(ValueError, match="offset"):
         fleet.history(first_contract(fleet), [], 0, 60, offset=-1)
+
+
+def test_a_staggered_fleet_changes_one_device_at_a_time_each_once_per_period() -> None:
+    clock = FakeClock(1_000_000.0)
+    fleet = Fleet.generate(devices=20, tags=2, clock=clock, value_period_s=100, staggered=True)
+    contract = fleet.contracts()[0].id
+    ids = [d.id for d in fleet.devices(contract)]
+
+    def stamps() -> dict[str, int]:
+        return {r.device_id: r.timestamp for r in fleet.realtime(contract, ids)}
+
+    start = stamps()
+    assert len(set(start.values())) > 10, "devices transmit at their own moments"
+    changed_per_step = []
+    previous = start
+    for _ in range(10):
+        clock.now += 10
+        current = stamps()
+        changed_per_step.append(sum(current[d] != previous[d] for d in ids))
+        previous = current
+    assert sum(changed_per_step) == len(ids), "each device moved exactly once in a period"
+    assert max(changed_per_step) < len(ids), "never the whole fleet at once"
+    assert all(clock.now - (t + BAXO_EPOCH_UNIX) < 100 for t in previous.values())

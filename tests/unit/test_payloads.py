@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from baxo_mqtt.baxo.models import Contract, Device, Reading
+from baxo_mqtt.baxo.models import Contract, Device
 from baxo_mqtt.bridge.payloads import (
     bridge_info_payload,
     device_info_payload,
@@ -12,15 +12,15 @@ from baxo_mqtt.bridge.payloads import (
     tag_payload,
 )
 
-READING = Reading("1", "TAG_1", "24", 578590638)
+STORED = ("24", 578590638, False)
 
 
 def test_value_form_is_the_raw_string() -> None:
-    assert tag_payload(READING, "value") == b"24"
+    assert tag_payload(STORED, "value") == b"24"
 
 
 def test_json_form_matches_the_interface_example() -> None:
-    assert json.loads(tag_payload(READING, "json")) == {
+    assert json.loads(tag_payload(STORED, "json")) == {
         "value": 24,
         "raw": "24",
         "timestamp": "2018-05-02T15:37:18Z",
@@ -31,11 +31,11 @@ def test_json_form_matches_the_interface_example() -> None:
 
 def test_json_value_stays_text_when_not_a_finite_number() -> None:
     for raw in ("open", "nan", "inf", ""):
-        assert json.loads(tag_payload(Reading("1", "T", raw, 0), "json"))["value"] == raw
+        assert json.loads(tag_payload((raw, 0, False), "json"))["value"] == raw
 
 
 def test_device_state_in_both_forms() -> None:
-    values = {"TAG_1": READING, "TAG_2": Reading("1", "TAG_2", "2587", 578590638)}
+    values = {"TAG_1": STORED, "TAG_2": ("2587", 578590638, False)}
     assert json.loads(device_state_payload(values, "value")) == {"TAG_1": "24", "TAG_2": "2587"}
     assert json.loads(device_state_payload(values, "json"))["TAG_2"]["value"] == 2587
 

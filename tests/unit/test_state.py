@@ -81,5 +81,5 @@ def test_store_holds_the_last_reading_of_every_tag(rows: list[tuple[str, str, st
         assert (changed == [new]) == (last.get((device, tag)) != new)
         last[(device, tag)] = new
     for (device, tag), expected in last.items():
-        assert store.device_values("c", device)[tag] == expected
+        assert store.device_values("c", device)[tag] == (expected.value, expected.timestamp, False)
     assert store.tag_count == len(last)

@@ -1,0 +1,367 @@
+"""The bridge under test: ``baxo-mqtt run -c FILE`` as users run it, against the simulator.
+
+Two ways to run it:
+
+* back to back (``run_bridge``): a poll interval far shorter than a cycle,
+  so cycles follow each other as fast as the bridge can go, like the
+  ceiling's pre-built messages. Updates/s is then the bridge's throughput.
+* idle (``run_idle``): a realistic 30 s interval, to see what a daemon that
+  mostly waits costs.
+
+At the end, the simulator is told to fail every request (so no value moves
+any more), the harness waits until no tag message has arrived for a while,
+and only then stops the bridge. The values the bridge published last must
+then be exactly the values of each device's last successful read.
+
+``publish.device_state`` is off by default so that the bridge publishes the
+same messages as the ceiling (one per tag); ``--device-state`` measures the
+default configuration, which adds one JSON message per device per cycle.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from multiprocessing.context import SpawnContext
+from pathlib import Path
+
+from baxo_mqtt.bridge.topics import TopicScheme
+from baxo_mqtt.simulator.fleet import DEFAULT_PASSWORD, DEFAULT_USERNAME
+from bench.children import (
+    BenchError,
+    Children,
+    baxo_mqtt_command,
+    free_port,
+    start_mosquitto,
+    start_simulator,
+    wait_until,
+)
+from bench.fleetplan import FleetShape, device_keys, expected_after_reads, local_fleet
+from bench.plan import BASE_TOPIC, IDLE_VALUE_PERIOD_S, RunSpec
+from bench.procstat import ProcessSample, sample_process
+from bench.report import RunResult
+from bench.simcontrol import SimulatorControl
+from bench.simlog import REALTIME_OPERATION, expected_requests_per_cycle, realtime_traffic
+from bench.subscriber import Delivery, Subscriber
+from bench.tally import ValuesCheck, check_values
+from bench.window import measure_window, watch_cycles
+
+BATCH_SIZE = 50
+#: No tag message for this long after reads stopped: the bridge has published all it read.
+QUIET_S = 1.0
+QUIET_TIMEOUT_S = 60.0
+#: interface.md: SIGTERM -> exit 0 within 5 s; waited for longer so a slow stop is measured.
+STOP_TIMEOUT_S = 15.0
+FIRST_CYCLE_TIMEOUT_S = 120.0
+API_TIMEOUT_S = 60.0
+#: Counters read from the bridge's /metrics at the end, for the JSON report.
+REPORTED_METRICS = (
+    "baxo_mqtt_poll_duration_seconds_count",
+    "baxo_mqtt_poll_overruns_total",
+    "baxo_mqtt_messages_published_total",
+    "baxo_mqtt_messages_dropped_total",
+)
+
+Toml = Mapping[str, Mapping[str, object]]
+
+
+def bridge_config(
+    broker_port: int,
+    simulator_url: str,
+    metrics_port: int,
+    interval_s: float,
+    *,
+    device_state: bool = False,
+    base_topic: str = "baxo",
+    username: str,
+    password: str,
+) -> dict[str, dict[str, object]]:
+    """The configuration file of a benchmark run; everything not set is the default."""
+    return {
+        "baxo": {
+            "base_url": simulator_url,
+            "username": username,
+            "password": password,
+            "timeout_s": API_TIMEOUT_S,
+        },
+        "mqtt": {
+            "host": "127.0.0.1",
+            "port": broker_port,
+            "client_id": "baxo-mqtt-bench",
+            "connect_attempts": 3,
+            "base_topic": base_topic,
+        },
+        "poll": {"interval_s": interval_s, "batch_size": BATCH_SIZE},
+        "publish": {"device_state": device_state},
+        "metrics": {"enabled": True, "host": "127.0.0.1", "port": metrics_port},
+        "log": {"level": "info", "format": "json"},
+    }
+
+
+def toml_text(sections: Toml) -> str:
+    """TOML for flat sections of scalars and lists (which JSON writes the same way)."""
+    lines: list[str] = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {json.dumps(value)}" for key, value in values.items())
+        lines.append("")
+    return "\n".join(lines)
+
+
+def metric_value(exposition: str, name: str) -> float | None:
+    """The value of an unlabelled sample in Prometheus text format, or None."""
+    match = re.search(rf"^{re.escape(name)}(?:\{{\}})? (\S+)", exposition, re.MULTILINE)
+    return float(match.group(1)) if match else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    peak_rss_bytes: int
+    requests_per_cycle: float | None
+    expected_requests_per_cycle: int
+    values: ValuesCheck | None  # None: values move on the simulator's clock (idle run)
+    notes: list[str]
+    diagnostics: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class _Ending:
+    """How a bridge run ended, read after reads were stopped."""
+
+    delivery: Delivery
+    peak_rss_bytes: int
+    exit_code: int | None
+    stop_s: float
+    metrics: dict[str, float]
+
+
+@dataclass(slots=True)
+class _BridgeRun:
+    """One broker, one simulator, one subscriber and one bridge, for one measurement."""
+
+    kind: str
+    shape: FleetShape
+    children: Children
+    simulator: SimulatorControl
+    subscriber: Subscriber
+    metrics_port: int
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+    @classmethod
+    def start(
+        cls, context: SpawnContext, children: Children, workdir: Path, spec: RunSpec
+    ) -> _BridgeRun:
+        """Broker, simulator (every device active, request log empty), subscriber, then bridge."""
+        shape = spec.shape
+        broker_port = start_mosquitto(children, workdir)
+        simulator = SimulatorControl(
+            start_simulator(
+                children,
+                workdir,
+                devices=shape.devices,
+                tags=shape.tags,
+                seed=shape.seed,
+                latency_s=spec.latency_s,
+                value_period_s=IDLE_VALUE_PERIOD_S if spec.kind == "idle" else 0.0,
+                staggered=spec.kind == "idle",
+            )
+        )
+        if simulator.make_all_active() != device_keys(local_fleet(shape)):
+            raise BenchError(
+                "the simulator serves other devices than Fleet.generate gives here; "
+                "the harness and the simulator disagree on the fleet"
+            )
+        simulator.clear_requests()
+        subscriber = Subscriber(context, children, broker_port, BASE_TOPIC, shape.tag_count)
+        subscriber.start()
+        metrics_port = free_port()
+        config = bridge_config(
+            broker_port,
+            simulator.url,
+            metrics_port,
+            spec.interval_s,
+            device_state=spec.device_state,
+            base_topic=BASE_TOPIC,
+            username=DEFAULT_USERNAME,
+            password=DEFAULT_PASSWORD,
+        )
+        config_path = workdir / f"bridge-{metrics_port}.toml"
+        config_path.write_text(toml_text(config))
+        log_path = workdir / f"bridge-{metrics_port}.log"
+        # The user's BAXO_MQTT_* variables would override the file: leave them out.
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("BAXO_MQTT_")}
+        process = children.start(
+            "the bridge",
+            [*baxo_mqtt_command(), "run", "-c", str(config_path)],
+            log_path,
+            environment,
+        )
+        return cls(
+            spec.kind, shape, children, simulator, subscriber, metrics_port, log_path, process
+        )
+
+    def failure(self, error: BenchError, lines: int = 15) -> BenchError:
+        """``error`` with the end of the bridge's log, which usually says what went wrong."""
+        try:
+            tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            tail = "(no log)"
+        return BenchError(f"{error}\nlast lines of the bridge's log:\n{tail}")
+
+    def sample(self) -> ProcessSample:
+        return sample_process(self.process.pid)
+
+    def wait_for_first_cycle(self) -> None:
+        wait_until(
+            lambda: self.subscriber.delivered >= self.shape.tag_count,
+            FIRST_CYCLE_TIMEOUT_S,
+            "the bridge's first cycle",
+            alive=self.children.death,
+        )
+
+    def end(self) -> _Ending:
+        """Stop reads, let the bridge publish what it read, stop it and collect everything."""
+        self.simulator.set_faults(error_rate=1.0)
+        subscriber = self.subscriber
+        wait_until(
+            lambda: time.monotonic() - subscriber.last_arrival >= QUIET_S,
+            QUIET_TIMEOUT_S,
+            "the bridge to publish its last reads",
+            alive=self.children.death,
+        )
+        metrics = self._metrics()
+        peak = self.sample().peak_rss_bytes
+        asked = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            exit_code: int | None = self.process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            exit_code = None
+        stop_s = time.monotonic() - asked
+        return _Ending(subscriber.finish(), peak, exit_code, stop_s, metrics)
+
+    def _metrics(self) -> dict[str, float]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=10)
+        try:
+            connection.request("GET", "/metrics")
+            text = connection.getresponse().read().decode()
+        except OSError:
+            return {}
+        finally:
+            connection.close()
+        found = {name: metric_value(text, name) for name in REPORTED_METRICS}
+        return {name: value for name, value in found.items() if value is not None}
+
+    def outcome(self, ending: _Ending) -> _Outcome:
+        """What every bridge run reports once it ended: requests, values, memory, stop."""
+        traffic = realtime_traffic(self.simulator.requests(REALTIME_OPERATION))
+        scheme = TopicScheme(BASE_TOPIC)
+        expected = expected_after_reads(local_fleet(self.shape), traffic.reads, scheme)
+        notes = []
+        if ending.exit_code != 0:
+            stopped = "did not stop" if ending.exit_code is None else f"exited {ending.exit_code}"
+            notes.append(f"after SIGTERM the bridge {stopped} within {STOP_TIMEOUT_S:.0f} s")
+        return _Outcome(
+            peak_rss_bytes=ending.peak_rss_bytes,
+            requests_per_cycle=traffic.requests_per_cycle(self.shape.devices),
+            expected_requests_per_cycle=expected_requests_per_cycle(self.shape.devices, BATCH_SIZE),
+            values=(
+                check_values(ending.delivery.counts, ending.delivery.last, expected)
+                if self.kind != "idle"
+                else None
+            ),
+            notes=notes,
+            diagnostics={
+                "delivered": float(ending.delivery.delivered),
+                "subscriber_cpu_s": ending.delivery.cpu_s,
+                "stop_s": ending.stop_s,
+                "largest_batch": float(traffic.largest_batch),
+                **ending.metrics,
+            },
+        )
+
+
+def run_bridge(context: SpawnContext, workdir: Path, spec: RunSpec, budget_s: float) -> RunResult:
+    """The bridge polling back to back for ``spec.cycles`` cycles, measured like the ceiling."""
+    shape = spec.shape
+    deadline = time.monotonic() + budget_s
+    with Children() as children:
+        run = _BridgeRun.start(context, children, workdir, spec)
+        try:
+            samples, ended_early = watch_cycles(
+                run.process.pid,
+                lambda: run.subscriber.delivered,
+                per_cycle=shape.tag_count,
+                cycles=spec.cycles,
+                deadline=deadline,
+                death=children.death,
+                own_pids=children.pids,
+            )
+            ending = run.end()
+            outcome = run.outcome(ending)
+        except BenchError as error:
+            raise run.failure(error) from None
+    return RunResult(
+        name=spec.name,
+        kind="bridge",
+        devices=shape.devices,
+        tags=shape.tags,
+        latency_s=spec.latency_s,
+        cycles_asked=spec.cycles,
+        window=measure_window(shape.tag_count, ending.delivery.cycle_marks, samples),
+        peak_rss_bytes=outcome.peak_rss_bytes,
+        requests_per_cycle=outcome.requests_per_cycle,
+        expected_requests_per_cycle=outcome.expected_requests_per_cycle,
+        values=outcome.values,
+        notes=tuple(([ended_early] if ended_early else []) + outcome.notes),
+        diagnostics=outcome.diagnostics,
+    )
+
+
+def run_idle(context: SpawnContext, workdir: Path, spec: RunSpec) -> RunResult:
+    """The bridge at a realistic interval: its CPU while it mostly waits.
+
+    Measured from the end of the first cycle over ``spec.idle_s`` seconds,
+    which holds the polls that fall due meanwhile (two in 60 s at 30 s).
+    """
+    shape = spec.shape
+    with Children() as children:
+        run = _BridgeRun.start(context, children, workdir, spec)
+        try:
+            run.wait_for_first_cycle()
+            before, started = run.sample(), time.monotonic()
+            delivered_before = run.subscriber.delivered
+            wait_until(
+                lambda: time.monotonic() - started >= spec.idle_s,
+                spec.idle_s + 10.0,
+                "the idle measurement",
+                alive=children.death,
+                poll_s=0.2,
+            )
+            after, seconds = run.sample(), time.monotonic() - started
+            polls = (run.subscriber.delivered - delivered_before) / shape.tag_count
+            ending = run.end()
+            outcome = run.outcome(ending)
+        except BenchError as error:
+            raise run.failure(error) from None
+    return RunResult(
+        name=spec.name,
+        kind="idle",
+        devices=shape.devices,
+        tags=shape.tags,
+        peak_rss_bytes=outcome.peak_rss_bytes,
+        requests_per_cycle=outcome.requests_per_cycle,
+        expected_requests_per_cycle=outcome.expected_requests_per_cycle,
+        values=outcome.values,
+        idle_core_percent=100.0 * (after.cpu_s - before.cpu_s) / seconds,
+        notes=tuple(outcome.notes),
+        diagnostics={**outcome.diagnostics, "idle_seconds": seconds, "polls_in_window": polls},
+    )

@@ -1,0 +1,128 @@
+"""Which runs a benchmark makes: the scenarios of issue 6, or the part of them asked for.
+
+Groups (``--only``):
+
+* ``ceiling``: the raw paho publisher alone, at the main size;
+* ``bridge``: the bridge back to back at the main size, once per API latency;
+* ``rss``: the bridge back to back at 5,000 x 20 (100,000 tags), for memory;
+* ``idle``: the bridge at 200 x 20 polling every 30 s, for the cost of waiting.
+
+Every group but ``idle`` is judged against the ceiling, so asking for any of
+them runs the ceiling too, once, first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from bench.fleetplan import FleetShape
+
+Group = Literal["ceiling", "bridge", "rss", "idle"]
+GROUPS: tuple[Group, ...] = ("ceiling", "bridge", "rss", "idle")
+RunKind = Literal["ceiling", "bridge", "idle"]
+
+MAIN_SHAPE = FleetShape(devices=1000, tags=20)
+RSS_SHAPE = FleetShape(devices=5000, tags=20)
+IDLE_SHAPE = FleetShape(devices=200, tags=20)
+FULL_CYCLES, QUICK_CYCLES, RSS_CYCLES = 20, 5, 5
+FULL_LATENCIES_S = (0.0, 0.05, 0.2)
+QUICK_LATENCIES_S = (0.0,)
+#: Far below a cycle's duration: every cycle overruns it, so the next starts at once.
+BACK_TO_BACK_INTERVAL_S = 0.01
+IDLE_INTERVAL_S = 30.0
+#: In the idle run each device transmits every 5 minutes, each at its own
+#: moment (the simulator's --staggered), as battery loggers do: a poll sees
+#: a tenth of the fleet change. The throughput runs keep the worst case,
+#: every value changing at every read.
+IDLE_VALUE_PERIOD_S = 300.0
+IDLE_SECONDS = 60.0
+BASE_TOPIC = "baxo"
+FULL_BUDGET_S, QUICK_BUDGET_S = 300.0, 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What the command line asked for; None means "the default of the mode"."""
+
+    quick: bool = False
+    devices: int | None = None
+    tags: int | None = None
+    cycles: int | None = None
+    latencies_s: tuple[float, ...] = ()
+    only: tuple[Group, ...] = ()
+    idle_s: float = IDLE_SECONDS
+    budget_s: float | None = None
+    device_state: bool = False
+
+    @property
+    def groups(self) -> tuple[Group, ...]:
+        if self.only:
+            return tuple(group for group in GROUPS if group in self.only)
+        return ("bridge",) if self.quick else ("bridge", "rss", "idle")
+
+    @property
+    def budget(self) -> float:
+        """Seconds one run may take before it is stopped and reported as incomplete."""
+        if self.budget_s is not None:
+            return self.budget_s
+        return QUICK_BUDGET_S if self.quick else FULL_BUDGET_S
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    kind: RunKind
+    shape: FleetShape
+    cycles: int = 0
+    latency_s: float = 0.0
+    interval_s: float = BACK_TO_BACK_INTERVAL_S
+    #: For idle runs: how long the CPU is measured.
+    idle_s: float = 0.0
+    device_state: bool = False
+
+    @property
+    def name(self) -> str:
+        if self.kind == "ceiling":
+            return f"ceiling {self.shape.label}"
+        if self.kind == "bridge":
+            return f"bridge {self.shape.label}, API +{self.latency_s * 1000:g} ms"
+        return f"idle {self.shape.label}, every {self.interval_s:g} s"
+
+
+def plan_runs(options: Options) -> list[RunSpec]:
+    """The runs, in the order they are made: the ceiling first, the idle run last."""
+    main = FleetShape(
+        devices=options.devices or MAIN_SHAPE.devices, tags=options.tags or MAIN_SHAPE.tags
+    )
+    cycles = options.cycles or (QUICK_CYCLES if options.quick else FULL_CYCLES)
+    latencies: Sequence[float] = options.latencies_s or (
+        QUICK_LATENCIES_S if options.quick else FULL_LATENCIES_S
+    )
+    groups = options.groups
+    runs: list[RunSpec] = []
+    if {"ceiling", "bridge", "rss"} & set(groups):
+        runs.append(RunSpec("ceiling", main, cycles=cycles))
+    if "bridge" in groups:
+        runs.extend(
+            RunSpec(
+                "bridge", main, cycles=cycles, latency_s=latency, device_state=options.device_state
+            )
+            for latency in latencies
+        )
+    if "rss" in groups:
+        runs.append(
+            RunSpec("bridge", RSS_SHAPE, cycles=RSS_CYCLES, device_state=options.device_state)
+        )
+    if "idle" in groups:
+        # The default publishing (device state on): this run is about a realistic daemon.
+        runs.append(
+            RunSpec(
+                "idle",
+                IDLE_SHAPE,
+                interval_s=IDLE_INTERVAL_S,
+                idle_s=options.idle_s,
+                device_state=True,
+            )
+        )
+    return runs

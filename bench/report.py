@@ -1,0 +1,320 @@
+"""Results, their ratios to the ceiling, the targets of issue 6, and the table.
+
+Absolute numbers depend on the machine and on what else runs on it; the
+ratio of the bridge to the raw paho publisher measured minutes apart on the
+same machine is what carries over, so that is what the table leads with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bench.plan import RunKind
+from bench.tally import ValuesCheck
+from bench.window import Window
+
+MB = 1_000_000
+UPDATES_PER_CPU_UNIT = 10_000
+PASS_MARK, FAIL_MARK = "✓", "✗"
+#: Requests per cycle is an average; anything closer than this to the expected count is equal.
+REQUESTS_TOLERANCE = 0.01
+#: Other processes busier than this (in cores) during a window make its figures suspect.
+OTHERS_NOTED_CORES = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class Targets:
+    """What the bridge must meet (issue 6, item 2)."""
+
+    min_rate_ratio: float = 1.0
+    max_cpu_ratio: float = 1.2
+    max_peak_rss_mb: float = 100.0
+    #: "No growth across cycles", allowing for allocator noise.
+    max_rss_growth_mb: float = 2.0
+    max_idle_core_percent: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """One measured run: the ceiling, the bridge polling back to back, or the bridge idling."""
+
+    name: str
+    kind: RunKind
+    devices: int
+    tags: int
+    latency_s: float = 0.0
+    cycles_asked: int = 0
+    window: Window | None = None
+    peak_rss_bytes: int | None = None
+    requests_per_cycle: float | None = None
+    expected_requests_per_cycle: int | None = None
+    values: ValuesCheck | None = None
+    idle_core_percent: float | None = None
+    #: Why a run ended early, or anything else a reader of the table should know.
+    notes: tuple[str, ...] = ()
+    #: Figures that explain a result but are not targets (subscriber load, bridge metrics...).
+    diagnostics: dict[str, float] = field(default_factory=dict)
+    #: Set when the run could not be carried out; nothing else is then meaningful.
+    error: str | None = None
+
+    @property
+    def updates_per_s(self) -> float | None:
+        w = self.window
+        return w.updates / w.seconds if w is not None and w.seconds > 0 else None
+
+    @property
+    def cpu_per_10k(self) -> float | None:
+        w = self.window
+        return w.cpu_s * UPDATES_PER_CPU_UNIT / w.updates if w is not None and w.updates else None
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    #: A short name for the verdict column: rate, cpu, requests, rss, growth, values, idle, run.
+    name: str
+    passed: bool
+    target: str
+
+
+def _ratio(value: float | None, reference: float | None) -> float | None:
+    if value is None or reference is None or reference <= 0:
+        return None
+    return value / reference
+
+
+def rate_ratio(result: RunResult, ceiling: RunResult | None) -> float | None:
+    return _ratio(result.updates_per_s, ceiling.updates_per_s if ceiling else None)
+
+
+def cpu_ratio(result: RunResult, ceiling: RunResult | None) -> float | None:
+    return _ratio(result.cpu_per_10k, ceiling.cpu_per_10k if ceiling else None)
+
+
+def checks(result: RunResult, ceiling: RunResult | None, targets: Targets) -> list[Check]:
+    """Each target that applies to ``result``, met or not. The ceiling is the reference: none."""
+    if result.kind == "ceiling":
+        return []
+    if result.error is not None:
+        return [Check("run", False, "the run completes")]
+    found: list[Check] = []
+    if result.kind == "bridge":
+        if result.window is None:
+            found.append(Check("run", False, "at least two cycles delivered"))
+        rate = rate_ratio(result, ceiling)
+        if rate is not None:
+            found.append(
+                Check(
+                    "rate",
+                    rate >= targets.min_rate_ratio,
+                    f"updates/s >= {targets.min_rate_ratio:g} x ceiling",
+                )
+            )
+        cpu = cpu_ratio(result, ceiling)
+        if cpu is not None:
+            found.append(
+                Check(
+                    "cpu",
+                    cpu <= targets.max_cpu_ratio,
+                    f"CPU per 10k updates <= {targets.max_cpu_ratio:g} x ceiling",
+                )
+            )
+        growth = result.window.rss_growth_bytes if result.window else None
+        if growth is not None:
+            found.append(
+                Check(
+                    "growth",
+                    growth <= targets.max_rss_growth_mb * MB,
+                    f"RSS grows <= {targets.max_rss_growth_mb:g} MB across cycles",
+                )
+            )
+    if result.kind == "idle" and result.idle_core_percent is not None:
+        found.append(
+            Check(
+                "idle",
+                result.idle_core_percent <= targets.max_idle_core_percent,
+                f"idle CPU <= {targets.max_idle_core_percent:g} % of a core",
+            )
+        )
+    if result.peak_rss_bytes is not None:
+        found.append(
+            Check(
+                "rss",
+                result.peak_rss_bytes <= targets.max_peak_rss_mb * MB,
+                f"peak RSS <= {targets.max_peak_rss_mb:g} MB",
+            )
+        )
+    expected = result.expected_requests_per_cycle
+    if expected is not None:
+        actual = result.requests_per_cycle
+        found.append(
+            Check(
+                "requests",
+                actual is not None and abs(actual - expected) < REQUESTS_TOLERANCE,
+                f"realtime requests per cycle = ceil(N / batch_size) = {expected}",
+            )
+        )
+    if result.values is not None:
+        found.append(Check("values", result.values.ok, "every tag topic ends at its final value"))
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A result, set against its ceiling and the targets."""
+
+    result: RunResult
+    ceiling: RunResult | None
+    checks: tuple[Check, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+    def check(self, name: str) -> bool | None:
+        """Whether the check ``name`` passed; None when it does not apply."""
+        for found in self.checks:
+            if found.name == name:
+                return found.passed
+        return None
+
+
+def assess(result: RunResult, ceiling: RunResult | None, targets: Targets) -> Row:
+    return Row(result, ceiling, tuple(checks(result, ceiling, targets)))
+
+
+# --- the table -----------------------------------------------------------------------
+
+COLUMNS = (
+    "scenario",
+    "updates/s",
+    "x ceiling",
+    "CPU s / 10k updates",
+    "x ceiling",
+    "peak RSS MB",
+    "RSS growth MB (cycles)",
+    "realtime requests / cycle (expected)",
+    "idle CPU % of a core",
+    "last values",
+    "verdict",
+)
+NOTHING = "—"
+
+
+def _marked(text: str, passed: bool | None) -> str:
+    if passed is None:
+        return text
+    return f"{text} {PASS_MARK if passed else FAIL_MARK}"
+
+
+def _number(value: float | None, form: str) -> str:
+    return NOTHING if value is None else format(value, form)
+
+
+def verdict(row: Row) -> str:
+    result = row.result
+    if result.error is not None:
+        return "error"
+    if result.kind == "ceiling":
+        return "reference"
+    failed = [check.name for check in row.checks if not check.passed]
+    return "pass" if not failed else "FAIL: " + ", ".join(failed)
+
+
+def row_cells(row: Row) -> list[str]:
+    result = row.result
+    window = result.window
+    growth = NOTHING
+    judged = row.check("growth") is not None
+    if (
+        judged
+        and window is not None
+        and window.rss_growth_bytes is not None
+        and window.growth_cycles
+    ):
+        first, last = window.growth_cycles
+        growth = _marked(
+            f"{window.rss_growth_bytes / MB:+.1f} ({first}→{last})", row.check("growth")
+        )
+    requests = NOTHING
+    if result.expected_requests_per_cycle is not None:
+        requests = _marked(
+            f"{_number(result.requests_per_cycle, '.2f')} ({result.expected_requests_per_cycle})",
+            row.check("requests"),
+        )
+    values = NOTHING
+    if result.values is not None:
+        values = _marked("ok" if result.values.ok else "wrong", row.check("values"))
+    peak = _number(None if result.peak_rss_bytes is None else result.peak_rss_bytes / MB, ".1f")
+    is_ceiling = result.kind == "ceiling" and result.error is None
+    return [
+        result.name,
+        _number(result.updates_per_s, ",.0f"),
+        "1.00"
+        if is_ceiling
+        else _marked(_number(rate_ratio(result, row.ceiling), ".2f"), row.check("rate")),
+        _number(result.cpu_per_10k, ".3f"),
+        "1.00"
+        if is_ceiling
+        else _marked(_number(cpu_ratio(result, row.ceiling), ".2f"), row.check("cpu")),
+        _marked(peak, row.check("rss")),
+        growth,
+        requests,
+        _marked(_number(result.idle_core_percent, ".2f"), row.check("idle")),
+        values,
+        verdict(row),
+    ]
+
+
+def markdown_table(rows: Sequence[Row]) -> str:
+    """The results as a GitHub-flavoured markdown table, ready for the README."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in rows:
+        cells = [cell.replace("|", "\\|") for cell in row_cells(row)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def notes(rows: Sequence[Row]) -> list[str]:
+    """Everything the table cannot say: errors, early ends, failed value checks, targets."""
+    lines: list[str] = []
+    for row in rows:
+        result = row.result
+        if result.error is not None:
+            lines.append(f"{result.name}: error: {result.error}")
+        lines.extend(f"{result.name}: {note}" for note in result.notes)
+        others = result.window.others_cores if result.window else None
+        if others is not None and others >= OTHERS_NOTED_CORES:
+            lines.append(
+                f"{result.name}: other processes on this machine kept {others:.2f} CPU cores "
+                "busy during the measurement; its figures are less reliable"
+            )
+        if result.values is not None and not result.values.ok:
+            lines.append(f"{result.name}: values: {result.values.detail}")
+        lines.extend(
+            f"{result.name}: missed target: {check.target}"
+            for check in row.checks
+            if not check.passed
+        )
+    return lines
+
+
+def report_json(rows: Sequence[Row], header: dict[str, Any]) -> dict[str, Any]:
+    """Everything measured, for ``--json``: the raw results, ratios and checks."""
+    return {
+        **header,
+        "runs": [
+            {
+                **asdict(row.result),
+                "updates_per_s": row.result.updates_per_s,
+                "cpu_s_per_10k_updates": row.result.cpu_per_10k,
+                "ceiling": row.ceiling.name if row.ceiling else None,
+                "updates_per_s_ratio": rate_ratio(row.result, row.ceiling),
+                "cpu_ratio": cpu_ratio(row.result, row.ceiling),
+                "checks": [asdict(check) for check in row.checks],
+                "verdict": verdict(row),
+            }
+            for row in rows
+        ],
+    }

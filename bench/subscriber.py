@@ -1,0 +1,176 @@
+"""The subscriber: a paho client in its own process, on ``<base>/#`` at QoS 1.
+
+It is what the measured publisher's messages must reach, so updates/s is
+measured here, at delivery. Two numbers are shared live with the harness
+(the tag messages delivered so far, and when the last one arrived) through
+shared memory; everything else (counts and last payload per topic, cycle
+marks) is sent back once, when the harness says stop.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import resource
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnContext
+from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from bench.children import BenchError, Children, wait_until
+from bench.tally import Tally
+
+READY_TIMEOUT_S = 15.0
+RESULT_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What the subscriber saw, sent back at the end."""
+
+    delivered: int
+    other: int
+    counts: dict[str, int]
+    last: dict[str, bytes]
+    cycle_marks: list[float]
+    #: The subscriber's own CPU seconds: if it nears the run's duration, it was the bottleneck.
+    cpu_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Shared:
+    """What parent and child both hold: ctypes in shared memory and events."""
+
+    delivered: ctypes.c_longlong
+    last_arrival: ctypes.c_double
+    ready: Event
+    stop: Event
+
+
+def _subscribe_and_count(
+    port: int, base_topic: str, per_cycle: int, shared: _Shared, results: Connection
+) -> None:
+    """The child process: count until told to stop, then send the ``Delivery``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the harness's to handle
+    tally = Tally(base_topic, per_cycle)
+    delivered, last_arrival, clock = shared.delivered, shared.last_arrival, time.monotonic
+
+    def on_message(client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
+        now = clock()
+        if tally.add(message.topic, bytes(message.payload), now):
+            delivered.value = tally.delivered
+            last_arrival.value = now
+
+    def on_connect(
+        client: paho.Client,
+        userdata: object,
+        flags: object,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        client.subscribe(f"{base_topic}/#", qos=1)
+
+    def on_subscribe(
+        client: paho.Client,
+        userdata: object,
+        mid: int,
+        reasons: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        if all(not reason.is_failure for reason in reasons):
+            shared.ready.set()
+
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2, client_id="bench-subscriber", protocol=paho.MQTTv5
+    )
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message
+    client.connect("127.0.0.1", port)
+    network = threading.Thread(target=client.loop_forever, name="subscriber-network", daemon=True)
+    network.start()
+    shared.stop.wait()
+    client.disconnect()
+    network.join(RESULT_TIMEOUT_S)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    results.send(
+        Delivery(
+            delivered=tally.delivered,
+            other=tally.other,
+            counts=tally.counts,
+            last=tally.last,
+            cycle_marks=tally.cycle_marks,
+            cpu_s=usage.ru_utime + usage.ru_stime,
+        )
+    )
+    results.close()
+
+
+class Subscriber:
+    """The harness's handle on the subscriber process."""
+
+    def __init__(
+        self, context: SpawnContext, children: Children, port: int, base_topic: str, per_cycle: int
+    ) -> None:
+        self._shared = _Shared(
+            delivered=context.RawValue(ctypes.c_longlong, 0),
+            last_arrival=context.RawValue(ctypes.c_double, 0.0),
+            ready=context.Event(),
+            stop=context.Event(),
+        )
+        self._results, child_end = context.Pipe(duplex=False)
+        self._process: BaseProcess = context.Process(
+            target=_subscribe_and_count,
+            args=(port, base_topic, per_cycle, self._shared, child_end),
+            name="subscriber",
+            daemon=True,
+        )
+        children.adopt(self._process)
+        self._children = children
+
+    def start(self) -> Subscriber:
+        """Start it and return once its subscription is acknowledged."""
+        self._process.start()
+        wait_until(
+            self._shared.ready.is_set,
+            READY_TIMEOUT_S,
+            "the subscriber to subscribe",
+            alive=self._children.death,
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        pid = self._process.pid
+        if pid is None:
+            raise BenchError("the subscriber is not started")
+        return pid
+
+    @property
+    def delivered(self) -> int:
+        """Tag messages delivered so far."""
+        return int(self._shared.delivered.value)
+
+    @property
+    def last_arrival(self) -> float:
+        """``time.monotonic()`` of the latest tag message (0 before any)."""
+        return float(self._shared.last_arrival.value)
+
+    def finish(self) -> Delivery:
+        """Stop counting and collect what was seen."""
+        self._shared.stop.set()
+        if not self._results.poll(RESULT_TIMEOUT_S):
+            raise BenchError("the subscriber sent no results")
+        delivery = self._results.recv()
+        if not isinstance(delivery, Delivery):
+            raise BenchError(f"the subscriber sent {type(delivery).__name__}, not its results")
+        self._process.join(RESULT_TIMEOUT_S)
+        return delivery
