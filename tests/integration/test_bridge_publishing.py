@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from pathlib import Path
 
 from baxo_mqtt.simulator.server import SimulatorServer
 from tests.support.broker import Broker
-from tests.support.daemon import InProcessBridge
+from tests.support.daemon import ConfigFor, MakeSimulator, StartBridge, first_device
 from tests.support.waiting import wait_until
 from tests.support.watcher import Watcher
-
-Start = Callable[[Path], InProcessBridge]
 
 
 def tag_topics(sim: SimulatorServer) -> dict[str, str]:
@@ -31,9 +27,9 @@ def tag_topics(sim: SimulatorServer) -> dict[str, str]:
 
 def test_late_subscriber_receives_every_value_retained(
     broker: Broker,
-    make_simulator: Callable[..., SimulatorServer],
-    config_for: Callable[..., Path],
-    start_bridge: Start,
+    make_simulator: MakeSimulator,
+    config_for: ConfigFor,
+    start_bridge: StartBridge,
 ) -> None:
     sim = make_simulator(devices=4, tags=3, value_period_s=3600)
     bridge = start_bridge(config_for(sim))
@@ -57,9 +53,9 @@ def test_late_subscriber_receives_every_value_retained(
 
 
 def test_changed_value_is_published_and_unchanged_one_is_not(
-    make_simulator: Callable[..., SimulatorServer],
-    config_for: Callable[..., Path],
-    start_bridge: Start,
+    make_simulator: MakeSimulator,
+    config_for: ConfigFor,
+    start_bridge: StartBridge,
     watcher: Watcher,
 ) -> None:
     sim = make_simulator(devices=2, tags=2, value_period_s=3600)
@@ -82,9 +78,9 @@ def test_changed_value_is_published_and_unchanged_one_is_not(
 
 
 def test_one_realtime_request_per_batch_per_cycle(
-    make_simulator: Callable[..., SimulatorServer],
-    config_for: Callable[..., Path],
-    start_bridge: Start,
+    make_simulator: MakeSimulator,
+    config_for: ConfigFor,
+    start_bridge: StartBridge,
 ) -> None:
     sim = make_simulator(devices=12, tags=2)
     bridge = start_bridge(config_for(sim, poll={"interval_s": 0.2, "batch_size": 5}))
@@ -100,9 +96,9 @@ def test_one_realtime_request_per_batch_per_cycle(
 
 def test_broker_restart_refills_every_retained_value(
     broker: Broker,
-    make_simulator: Callable[..., SimulatorServer],
-    config_for: Callable[..., Path],
-    start_bridge: Start,
+    make_simulator: MakeSimulator,
+    config_for: ConfigFor,
+    start_bridge: StartBridge,
     watcher: Watcher,
 ) -> None:
     sim = make_simulator(devices=3, tags=3, value_period_s=3600)
@@ -124,14 +120,13 @@ def test_broker_restart_refills_every_retained_value(
 
 
 def test_json_payloads_and_device_state(
-    make_simulator: Callable[..., SimulatorServer],
-    config_for: Callable[..., Path],
-    start_bridge: Start,
+    make_simulator: MakeSimulator,
+    config_for: ConfigFor,
+    start_bridge: StartBridge,
     watcher: Watcher,
 ) -> None:
     sim = make_simulator(devices=1, tags=2, value_period_s=3600)
-    contract = sim.fleet.contracts()[0].id
-    device = sim.fleet.devices(contract)[0].id
+    contract, device = first_device(sim)
     sim.fleet.set_value(contract, device, "TAG_1", "24", timestamp=578590638)
     sim.fleet.set_value(contract, device, "TAG_2", "open")
     start_bridge(config_for(sim, publish={"payload": "json"}))
@@ -155,14 +150,13 @@ def test_json_payloads_and_device_state(
 
 
 def test_value_form_device_state_is_a_map_of_raw_strings(
-    make_simulator: Callable[..., SimulatorServer],
-    config_for: Callable[..., Path],
-    start_bridge: Start,
+    make_simulator: MakeSimulator,
+    config_for: ConfigFor,
+    start_bridge: StartBridge,
     watcher: Watcher,
 ) -> None:
     sim = make_simulator(devices=1, tags=2, value_period_s=3600)
-    contract = sim.fleet.contracts()[0].id
-    device = sim.fleet.devices(contract)[0].id
+    contract, device = first_device(sim)
     sim.fleet.set_value(contract, device, "TAG_1", "24")
     start_bridge(config_for(sim))
     assert watcher.wait_for(f"baxo/{contract}/{device}/TAG_1") == "24"
@@ -171,9 +165,9 @@ def test_value_form_device_state_is_a_map_of_raw_strings(
 
 
 def test_names_with_mqtt_characters_are_escaped(
-    make_simulator: Callable[..., SimulatorServer],
-    config_for: Callable[..., Path],
-    start_bridge: Start,
+    make_simulator: MakeSimulator,
+    config_for: ConfigFor,
+    start_bridge: StartBridge,
     watcher: Watcher,
 ) -> None:
     sim = make_simulator(devices=0, tags=1, value_period_s=3600)
@@ -190,9 +184,9 @@ def test_names_with_mqtt_characters_are_escaped(
 
 
 def test_inactive_and_suspended_devices_are_reported_not_polled(
-    make_simulator: Callable[..., SimulatorServer],
-    config_for: Callable[..., Path],
-    start_bridge: Start,
+    make_simulator: MakeSimulator,
+    config_for: ConfigFor,
+    start_bridge: StartBridge,
     watcher: Watcher,
 ) -> None:
     sim = make_simulator(devices=5, tags=1, all_active=False)  # index 3 inactive, 4 suspended
@@ -215,9 +209,9 @@ def test_inactive_and_suspended_devices_are_reported_not_polled(
 
 
 def test_a_device_or_tag_that_is_gone_has_its_topics_cleared(
-    make_simulator: Callable[..., SimulatorServer],
-    config_for: Callable[..., Path],
-    start_bridge: Start,
+    make_simulator: MakeSimulator,
+    config_for: ConfigFor,
+    start_bridge: StartBridge,
     watcher: Watcher,
 ) -> None:
     sim = make_simulator(devices=3, tags=2, value_period_s=3600)

@@ -3,27 +3,24 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from baxo_mqtt.simulator.server import SimulatorServer
 from tests.support.broker import Broker
-from tests.support.daemon import InProcessBridge
+from tests.support.daemon import (
+    ConfigFor,
+    InProcessBridge,
+    MakeSimulator,
+    StartBridge,
+    first_device,
+)
 from tests.support.waiting import wait_until
 from tests.support.watcher import Watcher
 
-Start = Callable[[Path], InProcessBridge]
 WRITABLE = {"write": {"allow": ["TAG_*"], "deny": ["TAG_4"]}}
-
-
-def first_device(sim: SimulatorServer) -> tuple[str, str]:
-    contract = sim.fleet.contracts()[0].id
-    return contract, sim.fleet.devices(contract)[0].id
 
 
 def ready(bridge: InProcessBridge) -> None:
@@ -35,9 +32,9 @@ def ready(bridge: InProcessBridge) -> None:
 
 
 def test_a_write_reaches_the_api_once_and_the_new_value_is_published(
-    make_simulator: Callable[..., SimulatorServer],
-    config_for: Callable[..., Path],
-    start_bridge: Start,
+    make_simulator: MakeSimulator,
+    config_for: ConfigFor,
+    start_bridge: StartBridge,
     watcher: Watcher,
 ) -> None:
     sim = make_simulator(devices=2, tags=4, value_period_s=3600)
@@ -60,9 +57,9 @@ def test_a_write_reaches_the_api_once_and_the_new_value_is_published(
 
 def test_a_retained_set_published_before_start_is_never_written(
     broker: Broker,
-    make_simulator: Callable[..., SimulatorServer],
-    config_for: Callable[..., Path],
-    start_bridge: Start,
+    make_simulator: MakeSimulator,
+    config_for: ConfigFor,
+    start_bridge: StartBridge,
     watcher: Watcher,
 ) -> None:
     sim = make_simulator(devices=1, tags=2, value_period_s=3600)
@@ -77,9 +74,9 @@ def test_a_retained_set_published_before_start_is_never_written(
 
 
 def test_each_rejection_names_its_rule_and_makes_no_api_call(
-    make_simulator: Callable[..., SimulatorServer],
-    config_for: Callable[..., Path],
-    start_bridge: Start,
+    make_simulator: MakeSimulator,
+    config_for: ConfigFor,
+    start_bridge: StartBridge,
     watcher: Watcher,
 ) -> None:
     sim = make_simulator(devices=1, tags=4, value_period_s=3600)
@@ -114,9 +111,9 @@ def test_each_rejection_names_its_rule_and_makes_no_api_call(
 
 
 def test_read_only_bridge_does_not_subscribe(
-    make_simulator: Callable[..., SimulatorServer],
-    config_for: Callable[..., Path],
-    start_bridge: Start,
+    make_simulator: MakeSimulator,
+    config_for: ConfigFor,
+    start_bridge: StartBridge,
     watcher: Watcher,
 ) -> None:
     sim = make_simulator(devices=1, tags=2, value_period_s=3600)
@@ -132,9 +129,9 @@ def test_read_only_bridge_does_not_subscribe(
 
 
 def test_an_escaped_tag_is_written_under_its_original_reference(
-    make_simulator: Callable[..., SimulatorServer],
-    config_for: Callable[..., Path],
-    start_bridge: Start,
+    make_simulator: MakeSimulator,
+    config_for: ConfigFor,
+    start_bridge: StartBridge,
     watcher: Watcher,
 ) -> None:
     sim = make_simulator(devices=0, tags=1, value_period_s=3600)
@@ -153,9 +150,9 @@ def test_an_escaped_tag_is_written_under_its_original_reference(
 
 def test_mqtt5_response_topic_and_correlation_data_are_honoured(
     broker: Broker,
-    make_simulator: Callable[..., SimulatorServer],
-    config_for: Callable[..., Path],
-    start_bridge: Start,
+    make_simulator: MakeSimulator,
+    config_for: ConfigFor,
+    start_bridge: StartBridge,
 ) -> None:
     sim = make_simulator(devices=1, tags=2, value_period_s=3600)
     contract, device = first_device(sim)
@@ -176,9 +173,9 @@ def test_mqtt5_response_topic_and_correlation_data_are_honoured(
 
 
 def test_an_api_failure_is_reported_and_the_bridge_goes_on(
-    make_simulator: Callable[..., SimulatorServer],
-    config_for: Callable[..., Path],
-    start_bridge: Start,
+    make_simulator: MakeSimulator,
+    config_for: ConfigFor,
+    start_bridge: StartBridge,
     watcher: Watcher,
 ) -> None:
     sim = make_simulator(devices=1, tags=2, value_period_s=3600)
@@ -204,9 +201,9 @@ def test_an_api_failure_is_reported_and_the_bridge_goes_on(
 
 def test_a_burst_of_200_writes_across_20_devices_is_answered_in_order(
     broker: Broker,
-    make_simulator: Callable[..., SimulatorServer],
-    config_for: Callable[..., Path],
-    start_bridge: Start,
+    make_simulator: MakeSimulator,
+    config_for: ConfigFor,
+    start_bridge: StartBridge,
 ) -> None:
     sim = make_simulator(devices=20, tags=2, value_period_s=3600)
     contract = sim.fleet.contracts()[0].id

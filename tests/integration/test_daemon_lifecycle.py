@@ -13,7 +13,14 @@ from pathlib import Path
 
 from baxo_mqtt.simulator.server import SimulatorServer
 from tests.support.broker import Broker, free_port
-from tests.support.daemon import DaemonProcess, bridge_config, write_config
+from tests.support.daemon import (
+    ConfigFor,
+    DaemonProcess,
+    MakeSimulator,
+    bridge_config,
+    first_device,
+    write_config,
+)
 from tests.support.waiting import wait_until
 from tests.support.watcher import Watcher
 
@@ -41,7 +48,7 @@ def metric(text: str, name: str) -> float:
 
 def test_daemon_end_to_end_health_metrics_and_sigterm(
     broker: Broker,
-    make_simulator: Callable[..., SimulatorServer],
+    make_simulator: MakeSimulator,
     tmp_path: Path,
     start_daemon: StartDaemon,
     watcher: Watcher,
@@ -50,8 +57,7 @@ def test_daemon_end_to_end_health_metrics_and_sigterm(
     config = bridge_config(broker.port, sim.url, {"baxo": {"password": "s3cret-Pa55"}})
     port = config["metrics"]["port"]
     daemon = start_daemon(write_config(tmp_path / "config.toml", config))
-    contract = sim.fleet.contracts()[0].id
-    device = sim.fleet.devices(contract)[0].id
+    contract, device = first_device(sim)
 
     watcher.wait_for(f"baxo/{contract}/{device}/TAG_1", timeout=20)
     assert watcher.wait_for("baxo/bridge/state") == "online"
@@ -113,8 +119,8 @@ def test_daemon_end_to_end_health_metrics_and_sigterm(
 
 
 def test_api_faults_mark_devices_offline_then_recover(
-    make_simulator: Callable[..., SimulatorServer],
-    config_for: Callable[..., Path],
+    make_simulator: MakeSimulator,
+    config_for: ConfigFor,
     start_daemon: StartDaemon,
     watcher: Watcher,
 ) -> None:
@@ -177,8 +183,8 @@ def test_unreachable_broker_exits_1_with_a_clear_message(
 
 def test_two_devices_sharing_a_name_stop_the_start(
     broker: Broker,
-    make_simulator: Callable[..., SimulatorServer],
-    config_for: Callable[..., Path],
+    make_simulator: MakeSimulator,
+    config_for: ConfigFor,
 ) -> None:
     sim = make_simulator(devices=0, tags=1)
     contract = sim.fleet.contracts()[0].id

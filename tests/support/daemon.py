@@ -8,12 +8,13 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from baxo_mqtt.bridge.app import Bridge
 from baxo_mqtt.settings import Settings, load_settings
+from baxo_mqtt.simulator.server import SimulatorServer
 from tests.support.broker import free_port
 
 Toml = Mapping[str, Mapping[str, Any]]
@@ -112,3 +113,15 @@ class InProcessBridge:
         self.bridge.stop_event.set()
         self._thread.join(timeout)
         return self.exit_code
+
+
+# Fixture types, named once so test signatures stay short.
+MakeSimulator = Callable[..., SimulatorServer]
+ConfigFor = Callable[..., Path]
+StartBridge = Callable[[Path], InProcessBridge]
+
+
+def first_device(sim: SimulatorServer) -> tuple[str, str]:
+    """(contract id, device id) of the simulator's first device."""
+    contract = sim.fleet.contracts()[0].id
+    return contract, sim.fleet.devices(contract)[0].id
