@@ -164,11 +164,12 @@ def _progress(result: RunResult, seconds: float) -> str:
 
 
 def _ceiling_for(result: RunResult, results: Sequence[RunResult]) -> RunResult | None:
-    """The ceiling of the same size if there is one, else the first ceiling measured."""
+    """The ceiling measured last before ``result`` (its neighbour in time), else the first."""
+    position = next(i for i, r in enumerate(results) if r is result)
     ceilings = [r for r in results if r.kind == "ceiling" and r.error is None]
-    for ceiling in ceilings:
-        if (ceiling.devices, ceiling.tags) == (result.devices, result.tags):
-            return ceiling
+    before = [r for r in results[:position] if r.kind == "ceiling" and r.error is None]
+    if before:
+        return before[-1]
     return ceilings[0] if ceilings else None
 
 

@@ -107,6 +107,9 @@ class Poller:
         self.cycles = 0
         self._discovered = False
         self._published_counts = (0, 0, 0)
+        self._prefetched: dict[Future[list[Reading]], _Batch] = {}
+        self._prefetched_from = self.catalog
+        self._overrunning = False
 
     # --- asked for by other threads ------------------------------------------
 
@@ -256,22 +259,23 @@ class Poller:
     def poll_cycle(self) -> None:
         started = time.monotonic()
         batches = self._batches()
-        tags = self._filters.literal_tags()
         pending = deque(batches)
         # A sliding window of requests, one per worker: enough in flight to
         # hide the API's latency, few enough that a slow broker makes the
         # fetches wait instead of holding a whole cycle of answers in memory.
         window = self._fetch_workers
-        running: dict[Future[list[Reading]], _Batch] = {}
+        running = self._take_prefetched(pending)
         succeeded = 0
         last_error: BaxoError | None = None
         while pending or running:
             while pending and len(running) < window:
                 batch = pending.popleft()
-                future = self._pool.submit(
-                    self._client.realtime, batch.contract_id, batch.device_ids, tags
-                )
-                running[future] = batch
+                running[self._submit(batch)] = batch
+            if not pending and time.monotonic() - started >= self._options.interval_s:
+                # This cycle overruns, so the next one starts as soon as it
+                # ends: fetch its first batches now, or the broker would sit
+                # idle for one API round trip at every cycle boundary.
+                self._prefetch(window - len(running))
             # Beat while waiting: a request held by a long Retry-After must
             # not look like a hung loop to the systemd watchdog.
             done, _ = wait(running, timeout=HEARTBEAT_S, return_when=FIRST_COMPLETED)
@@ -292,6 +296,9 @@ class Poller:
         self.cycles += 1
         if batches and succeeded == 0 and last_error is not None:
             self._note_failure(last_error)
+            for future in self._prefetched:  # answers from before the backoff: stale
+                future.cancel()
+            self._prefetched = {}
             self._next_poll = time.monotonic() + self._backoff_delay()
             return
         if last_error is None:
@@ -304,14 +311,40 @@ class Poller:
         interval = self._options.interval_s
         if elapsed > interval:
             self._metrics.poll_overruns.inc()
-            log.warning(
-                "poll cycle overran the interval; starting the next at once",
-                seconds=round(elapsed, 3),
-                interval_s=interval,
-            )
+            if not self._overrunning:  # once when it starts, not at every cycle
+                log.warning(
+                    "poll cycles overrun the interval; each starts as the last ends",
+                    seconds=round(elapsed, 3),
+                    interval_s=interval,
+                )
+            self._overrunning = True
             self._next_poll = time.monotonic()
         else:
+            if self._overrunning:
+                log.info("poll cycles fit the interval again", seconds=round(elapsed, 3))
+            self._overrunning = False
             self._next_poll = started + interval
+
+    def _submit(self, batch: _Batch) -> Future[list[Reading]]:
+        tags = self._filters.literal_tags()
+        return self._pool.submit(self._client.realtime, batch.contract_id, batch.device_ids, tags)
+
+    def _prefetch(self, room: int) -> None:
+        """Start the next cycle's first requests (once per cycle)."""
+        if self._prefetched or room <= 0:
+            return
+        upcoming = self._batches()[:room]
+        self._prefetched = {self._submit(batch): batch for batch in upcoming}
+        self._prefetched_from = self.catalog
+
+    def _take_prefetched(self, pending: deque[_Batch]) -> dict[Future[list[Reading]], _Batch]:
+        """The requests a previous cycle started for this one; drop them from ``pending``."""
+        running, self._prefetched = self._prefetched, {}
+        if running and self._prefetched_from is self.catalog:
+            # Same catalog, so the same batches in the same order: skip them.
+            for _ in range(min(len(running), len(pending))):
+                pending.popleft()
+        return running
 
     def _absorb(self, contract_id: str, device_ids: Sequence[str], readings: list[Reading]) -> None:
         """Publish the changes among one batch's readings, and their devices' state."""

@@ -83,7 +83,7 @@ def test_one_realtime_request_per_batch_per_cycle(
     start_bridge: StartBridge,
 ) -> None:
     sim = make_simulator(devices=12, tags=2)
-    bridge = start_bridge(config_for(sim, poll={"interval_s": 0.2, "batch_size": 5}))
+    bridge = start_bridge(config_for(sim, poll={"interval_s": 1.0, "batch_size": 5}))
     wait_until(lambda: bridge.bridge.poller.cycles >= 3, 15, "three poll cycles")
     bridge.stop()
 

@@ -236,3 +236,24 @@ def test_a_burst_of_200_writes_across_20_devices_is_answered_in_order(
         sender.loop_stop()
         sender.disconnect()
         results.close()
+
+
+def test_the_set_subscription_comes_back_after_a_broker_restart(
+    broker: Broker,
+    make_simulator: MakeSimulator,
+    config_for: ConfigFor,
+    start_bridge: StartBridge,
+) -> None:
+    sim = make_simulator(devices=1, tags=2, value_period_s=3600)
+    contract, device = first_device(sim)
+    ready(start_bridge(config_for(sim, **WRITABLE)))
+    broker.restart()
+    fresh = Watcher(broker.port, "baxo/#")
+    try:
+        topic = f"baxo/{contract}/{device}/TAG_1"
+        fresh.wait_for(topic, timeout=15)  # republished: the bridge is back, subscribed first
+        fresh.publish(f"{topic}/set", "5")
+        assert json.loads(fresh.wait_for_message(f"{topic}/set/result").text)["ok"] is True
+        assert [w.value for w in sim.fleet.writes] == ["5"]
+    finally:
+        fresh.close()

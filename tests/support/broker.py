@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -41,14 +42,20 @@ class Broker:
     exactly the situation the bridge must repair after a reconnect.
     """
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, listener_options: str = "") -> None:
+        """``listener_options``: mosquitto.conf lines for the listener (TLS files,
+        ``allow_anonymous false`` with a ``password_file``)."""
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self._workdir = workdir
         self._config = workdir / "mosquitto.conf"
+        # Started as root, mosquitto drops to the "mosquitto" user, which cannot
+        # read the password and certificate files in the test's private folder.
+        stay_root = "user root\n" if os.geteuid() == 0 else ""
         self._config.write_text(
+            stay_root + "per_listener_settings true\n"
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            f"{listener_options or 'allow_anonymous true'}\n"
             "persistence false\n"
             "max_queued_messages 100000\n"
             "log_type error\n"
@@ -65,11 +72,16 @@ class Broker:
         )
         deadline = time.monotonic() + timeout
         while not port_open(self.port):
+            problem = None
             if self._process.poll() is not None:
-                raise RuntimeError(f"mosquitto exited with {self._process.returncode}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("mosquitto did not open its port")
-            time.sleep(0.02)
+                problem = f"mosquitto exited with {self._process.returncode}"
+            elif time.monotonic() > deadline:
+                problem = "mosquitto did not open its port"
+            if problem:
+                self.stop()
+                log = (self._workdir / "mosquitto.log").read_text(errors="replace")
+                raise RuntimeError(f"{problem}; its log ends: {log[-500:]}")
+            time.sleep(0.02)  # polling the port with a deadline, not synchronising
         return self
 
     def stop(self) -> None:

@@ -36,6 +36,10 @@ class Watcher:
         port: int,
         topic_filter: str = "#",
         protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        ca_file: str | None = None,
     ) -> None:
         self._lock = threading.Lock()
         self.messages: list[Message] = []
@@ -44,6 +48,10 @@ class Watcher:
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=f"watcher-{next(_ids)}", protocol=protocol
         )
+        if username is not None:
+            self._client.username_pw_set(username, password)
+        if ca_file is not None:
+            self._client.tls_set(ca_certs=ca_file)
         self._client.on_message = self._on_message
         self._client.on_connect = self._on_connect
         self._subscribed = threading.Event()

@@ -35,7 +35,7 @@ from bench.procstat import (
     status_bytes,
 )
 from bench.report import MB, RunResult, Targets, assess, markdown_table, notes
-from bench.run import parse_options
+from bench.run import _ceiling_for, parse_options
 from bench.simlog import expected_requests_per_cycle, realtime_traffic
 from bench.tally import Expectation, Tally, check_values, is_tag_topic
 from bench.window import CycleSample, Window, growth_start, measure_window
@@ -391,8 +391,11 @@ def test_the_full_plan_covers_every_target_of_the_issue() -> None:
     assert [r.name for r in runs] == [
         "ceiling 1000x20",
         "bridge 1000x20, API +0 ms",
+        "ceiling 1000x20",
         "bridge 1000x20, API +50 ms",
+        "ceiling 1000x20",
         "bridge 1000x20, API +200 ms",
+        "ceiling 1000x20",
         "bridge 5000x20, API +0 ms",
         "idle 200x20, every 30 s",
     ]
@@ -422,3 +425,11 @@ def test_waits_end_on_timeout_or_on_a_dead_child() -> None:
         wait_until(lambda: None, 0.05, "nothing")
     with pytest.raises(BenchError, match="simulator exited with code 1"):
         wait_until(lambda: None, 5.0, "anything", alive=lambda: "simulator exited with code 1")
+
+
+def test_each_bridge_run_is_judged_against_the_ceiling_measured_just_before_it() -> None:
+    first, bridge_a = result("ceiling", name="c1"), result("bridge", name="a")
+    second, bridge_b = result("ceiling", name="c2"), result("bridge", name="b")
+    results = [first, bridge_a, second, bridge_b]
+    assert _ceiling_for(bridge_a, results) is first
+    assert _ceiling_for(bridge_b, results) is second
