@@ -20,9 +20,8 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import structlog
@@ -31,6 +30,7 @@ from baxo_mqtt import __version__
 from baxo_mqtt.baxo.client import BaxoClient
 from baxo_mqtt.baxo.models import Contract, Device, Reading
 from baxo_mqtt.bridge.catalog import Catalog, DeviceEntry, Filters, TopicNames, build_catalog
+from baxo_mqtt.bridge.fetcher import HEARTBEAT_S, Batch, Fetcher
 from baxo_mqtt.bridge.payloads import (
     PayloadForm,
     bridge_info_payload,
@@ -49,7 +49,6 @@ Publish = Callable[[str, bytes, bool], object]  # (topic, payload, retain)
 BACKOFF_CAP_S = 300.0
 FETCH_WORKERS = 8
 REFRESH_DELAY_S = 1.0
-HEARTBEAT_S = 5.0  # the loop proves it is alive at least this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +61,6 @@ class PollOptions:
     device_state: bool
     topic_names: TopicNames
     retain: bool
-
-
-@dataclass(slots=True)
-class _Batch:
-    contract_id: str
-    device_ids: list[str]
 
 
 class Poller:
@@ -92,8 +85,12 @@ class Poller:
         self._metrics = metrics
         self._health = health
         self._heartbeat = heartbeat
-        self._fetch_workers = fetch_workers
-        self._pool = ThreadPoolExecutor(max_workers=fetch_workers, thread_name_prefix="baxo-fetch")
+        literal_tags = filters.literal_tags()
+        self._fetcher = Fetcher(
+            lambda batch: client.realtime(batch.contract_id, batch.device_ids, literal_tags),
+            fetch_workers,
+            heartbeat,
+        )
         self.catalog = Catalog.empty()
         self.store = ValueStore()
         self._availability: dict[tuple[str, str], bool] = {}
@@ -107,9 +104,8 @@ class Poller:
         self.cycles = 0
         self._discovered = False
         self._published_counts = (0, 0, 0)
-        self._prefetched: dict[Future[list[Reading]], _Batch] = {}
-        self._prefetched_from = self.catalog
         self._overrunning = False
+        self._tag_levels: dict[str, str] = {}  # tag reference -> its escaped topic level
 
     # --- asked for by other threads ------------------------------------------
 
@@ -165,7 +161,7 @@ class Poller:
                 wait_s = min(wait_s, self._refresh_queue[0][0] - time.monotonic())
             # Wake regularly so the heartbeat (liveness, watchdog) beats.
             self._wake.wait(max(0.0, min(wait_s, HEARTBEAT_S)))
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._fetcher.close()
 
     def _run_discovery(self) -> None:
         try:
@@ -246,59 +242,42 @@ class Poller:
 
     # --- polling ----------------------------------------------------------------
 
-    def _batches(self) -> list[_Batch]:
+    def _batches(self) -> list[Batch]:
         size = self._options.batch_size
-        batches: list[_Batch] = []
+        batches: list[Batch] = []
         for contract_id in self.catalog.contracts:
             active = self.catalog.active_devices(contract_id)
             batches.extend(
-                _Batch(contract_id, active[i : i + size]) for i in range(0, len(active), size)
+                Batch(contract_id, tuple(active[i : i + size])) for i in range(0, len(active), size)
             )
         return batches
 
     def poll_cycle(self) -> None:
         started = time.monotonic()
+        interval = self._options.interval_s
+
+        def upcoming() -> list[Batch]:
+            # Cycles that overrun run back to back: let the next one's first
+            # requests start now, or the broker idles one API round trip.
+            return self._batches() if time.monotonic() - started >= interval else []
+
         batches = self._batches()
-        pending = deque(batches)
-        # A sliding window of requests, one per worker: enough in flight to
-        # hide the API's latency, few enough that a slow broker makes the
-        # fetches wait instead of holding a whole cycle of answers in memory.
-        window = self._fetch_workers
-        running = self._take_prefetched(pending)
         succeeded = 0
         last_error: BaxoError | None = None
-        while pending or running:
-            while pending and len(running) < window:
-                batch = pending.popleft()
-                running[self._submit(batch)] = batch
-            if not pending and time.monotonic() - started >= self._options.interval_s:
-                # This cycle overruns, so the next one starts as soon as it
-                # ends: fetch its first batches now, or the broker would sit
-                # idle for one API round trip at every cycle boundary.
-                self._prefetch(window - len(running))
-            # Beat while waiting: a request held by a long Retry-After must
-            # not look like a hung loop to the systemd watchdog.
-            done, _ = wait(running, timeout=HEARTBEAT_S, return_when=FIRST_COMPLETED)
-            self._heartbeat()
-            for future in done:
-                batch = running.pop(future)
-                try:
-                    readings = future.result()
-                except BaxoError as error:
-                    last_error = error
-                    self._metrics.poll_errors.labels(error.kind).inc()
-                    self._mark_batch(batch, online=False)
-                    continue
+        for batch, answer in self._fetcher.cycle(batches, upcoming):
+            if isinstance(answer, BaxoError):
+                last_error = answer
+                self._metrics.poll_errors.labels(answer.kind).inc()
+                self._mark_batch(batch, online=False)
+            else:
                 succeeded += 1
-                self._absorb(batch.contract_id, batch.device_ids, readings)
+                self._absorb(batch.contract_id, batch.device_ids, answer)
         elapsed = time.monotonic() - started
         self._metrics.poll_duration.observe(elapsed)
         self.cycles += 1
         if batches and succeeded == 0 and last_error is not None:
             self._note_failure(last_error)
-            for future in self._prefetched:  # answers from before the backoff: stale
-                future.cancel()
-            self._prefetched = {}
+            self._fetcher.drop_prefetched()  # answers from before the backoff: stale
             self._next_poll = time.monotonic() + self._backoff_delay()
             return
         if last_error is None:
@@ -308,7 +287,6 @@ class Poller:
         self._metrics.last_successful_poll.set(self._health.last_successful_poll)
         self._update_counts()
         self._publish_bridge_info(force=False)
-        interval = self._options.interval_s
         if elapsed > interval:
             self._metrics.poll_overruns.inc()
             if not self._overrunning:  # once when it starts, not at every cycle
@@ -325,27 +303,6 @@ class Poller:
             self._overrunning = False
             self._next_poll = started + interval
 
-    def _submit(self, batch: _Batch) -> Future[list[Reading]]:
-        tags = self._filters.literal_tags()
-        return self._pool.submit(self._client.realtime, batch.contract_id, batch.device_ids, tags)
-
-    def _prefetch(self, room: int) -> None:
-        """Start the next cycle's first requests (once per cycle)."""
-        if self._prefetched or room <= 0:
-            return
-        upcoming = self._batches()[:room]
-        self._prefetched = {self._submit(batch): batch for batch in upcoming}
-        self._prefetched_from = self.catalog
-
-    def _take_prefetched(self, pending: deque[_Batch]) -> dict[Future[list[Reading]], _Batch]:
-        """The requests a previous cycle started for this one; drop them from ``pending``."""
-        running, self._prefetched = self._prefetched, {}
-        if running and self._prefetched_from is self.catalog:
-            # Same catalog, so the same batches in the same order: skip them.
-            for _ in range(min(len(running), len(pending))):
-                pending.popleft()
-        return running
-
     def _absorb(self, contract_id: str, device_ids: Sequence[str], readings: list[Reading]) -> None:
         """Publish the changes among one batch's readings, and their devices' state."""
         filters = self._filters
@@ -356,25 +313,31 @@ class Poller:
         form = self._options.payload
         retain = self._options.retain
         entries = self.catalog.entries
+        levels = self._tag_levels
         changed_devices: dict[str, str] = {}
-        device_id = ""
+        current_id = ""
         topic = ""
         for reading in changes:
-            if reading.device_id != device_id:
-                device_id = reading.device_id
+            device_id, tag, value, timestamp, is_event = reading
+            if device_id != current_id:
+                current_id = device_id
                 entry = entries.get((contract_id, device_id))
                 if entry is None:  # the API answered for a device we did not ask about
                     topic = ""
                     continue
                 topic = changed_devices[device_id] = entry.topic
-            if not topic or not reading.tag:
+            # A fleet has few distinct tag references: escape each one once.
+            level = levels.get(tag)
+            if level is None:
+                level = levels[tag] = escape_segment(tag)
+            if not topic or not level:
                 continue
             payload = (
-                reading.value.encode()
+                value.encode()
                 if form == "value"
-                else tag_payload((reading.value, reading.timestamp, reading.is_event), form)
+                else tag_payload((value, timestamp, is_event), form)
             )
-            publish(f"{topic}/{escape_segment(reading.tag)}", payload, retain)
+            publish(f"{topic}/{level}", payload, retain)
         if self._options.device_state:
             for device_id, topic in changed_devices.items():
                 values = self.store.device_values(contract_id, device_id)
@@ -389,14 +352,14 @@ class Poller:
         self, contract_id: str, device_ids: Sequence[str], readings: list[Reading]
     ) -> None:
         """A device that answered without a tag it used to have: clear that tag's topic."""
-        seen: dict[str, set[str]] = {}
-        for reading in readings:
-            seen.setdefault(reading.device_id, set()).add(reading.tag)
-        for device_id, tags in seen.items():
-            if len(tags) == len(self.store.device_values(contract_id, device_id)):
-                continue  # the common case: nothing is missing
+        # Counting (in C) is all the common case needs: as many tags as stored.
+        answered = Counter(reading.device_id for reading in readings)
+        for device_id, count in answered.items():
+            if count == len(self.store.device_values(contract_id, device_id)):
+                continue
+            seen = {r.tag for r in readings if r.device_id == device_id}
             entry = self.catalog.entries.get((contract_id, device_id))
-            for tag in self.store.tags_missing_from(contract_id, device_id, tags):
+            for tag in self.store.tags_missing_from(contract_id, device_id, seen):
                 self.store.forget(contract_id, device_id, tag)
                 if entry is not None:
                     self._publish(f"{entry.topic}/{escape_segment(tag)}", b"", True)
@@ -407,7 +370,7 @@ class Poller:
                         tag=tag,
                     )
 
-    def _mark_batch(self, batch: _Batch, online: bool) -> None:
+    def _mark_batch(self, batch: Batch, online: bool) -> None:
         for device_id in batch.device_ids:
             entry = self.catalog.entries.get((batch.contract_id, device_id))
             if entry is not None:
