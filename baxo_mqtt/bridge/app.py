@@ -11,6 +11,7 @@ disconnect cleanly and return 0 within a few seconds.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from types import FrameType
 
@@ -33,6 +34,7 @@ log = structlog.get_logger(__name__)
 
 EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
 SET_PAYLOAD_LIMIT = 256
+GIL_SWITCH_INTERVAL_S = 0.001
 
 
 class LiveDirectory:
@@ -199,6 +201,12 @@ class Bridge:
 
 def run(settings: Settings) -> int:
     """The body of ``baxo-mqtt run``; returns the process exit code."""
+    # paho's network thread gives up the GIL at every socket call and must win
+    # it back to read the next PUBACK; with CPython's default 5 ms switch
+    # interval it waits behind the poller's publishing, and the broker's acks
+    # pile up (the benchmark showed 10-25 % fewer updates/s). The daemon owns
+    # its process, so it can ask for shorter turns.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     bridge = Bridge(settings)
 
     def request_stop(signum: int, frame: FrameType | None) -> None:

@@ -112,6 +112,9 @@ class MqttLink:
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish
         client.on_message = self._handle_message
+        # By default an exception in a callback ends paho's network thread,
+        # and with it every reconnect: log it and keep the connection instead.
+        client.suppress_exceptions = True
         self._client = client
 
     # --- lifecycle ----------------------------------------------------------

@@ -4,10 +4,11 @@ One thread runs ``Poller.run``. It owns the catalog, the value store and
 every retained topic; other threads only *ask* it for work (``request_*``)
 and it does that work between cycles, so no state here needs a lock.
 
-A cycle fetches every contract's active devices in batches of
-``poll.batch_size`` (one multi-device request per batch) on a small thread
-pool, and publishes each batch as soon as it arrives: the cycle takes about
-as long as the slowest few requests, not the sum of all of them.
+A cycle asks for every contract's active devices in batches of
+``poll.batch_size`` (one multi-device request per batch). The ``Fetcher``
+runs the requests on a small pool and hands each answer over as it arrives,
+to be published while the next requests are on the wire: a cycle costs the
+publishing, not the sum of the API's latencies.
 
 API failures are expected (a cloud service, a mobile link): a failed batch
 marks its devices offline; a cycle where every request failed makes the
@@ -21,7 +22,7 @@ import random
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -146,15 +147,11 @@ class Poller:
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             self._heartbeat()
-            if self._republish_wanted:
-                self._republish_wanted = False
-                self.republish_all()
-            now = time.monotonic()
-            if now >= self._next_discovery:
-                self._run_discovery()
-            if now >= self._next_poll and self._discovered:
-                self.poll_cycle()
-            self._run_due_refreshes()
+            try:
+                self._run_due_work()
+            except Exception:  # a bug must not end the polling for good
+                log.exception("unexpected error in the poll loop; going on after a pause")
+                self._next_poll = time.monotonic() + self._backoff_delay()
             self._wake.clear()
             wait_s = min(self._next_poll, self._next_discovery) - time.monotonic()
             if self._refresh_queue:
@@ -162,6 +159,17 @@ class Poller:
             # Wake regularly so the heartbeat (liveness, watchdog) beats.
             self._wake.wait(max(0.0, min(wait_s, HEARTBEAT_S)))
         self._fetcher.close()
+
+    def _run_due_work(self) -> None:
+        if self._republish_wanted:
+            self._republish_wanted = False
+            self.republish_all()
+        now = time.monotonic()
+        if now >= self._next_discovery:
+            self._run_discovery()
+        if now >= self._next_poll and self._discovered:
+            self.poll_cycle()
+        self._run_due_refreshes()
 
     def _run_discovery(self) -> None:
         try:
@@ -470,6 +478,3 @@ class Poller:
         if self._failing_kind is not None:
             log.info("BAXO API recovered", after_kind=self._failing_kind)
             self._failing_kind = None
-
-    def device_entries(self) -> Iterable[DeviceEntry]:
-        return self.catalog.entries.values()
