@@ -56,6 +56,8 @@ class Options:
     idle_s: float = IDLE_SECONDS
     budget_s: float | None = None
     device_state: bool = False
+    #: Each measured run (with its ceiling) this many times; the summary takes medians.
+    repeat: int = 1
 
     @property
     def groups(self) -> tuple[Group, ...]:
@@ -118,12 +120,13 @@ def plan_runs(options: Options) -> list[RunSpec]:
     # 10-20 % over minutes here, so a ratio is only fair between neighbours.
     runs: list[RunSpec] = []
     for spec in measured:
-        runs.extend((ceiling, spec))
+        for _ in range(options.repeat):
+            runs.extend((ceiling, spec))
     if "ceiling" in groups and not runs:
         runs.append(ceiling)
     if "idle" in groups:
         # The default publishing (device state on): this run is about a realistic daemon.
-        runs.append(
+        runs.extend(
             RunSpec(
                 "idle",
                 IDLE_SHAPE,
@@ -131,5 +134,6 @@ def plan_runs(options: Options) -> list[RunSpec]:
                 idle_s=options.idle_s,
                 device_state=True,
             )
+            for _ in range(options.repeat)
         )
     return runs

@@ -300,6 +300,87 @@ def notes(rows: Sequence[Row]) -> list[str]:
     return lines
 
 
+# --- the summary of repeated runs --------------------------------------------------------
+
+SUMMARY_COLUMNS = (
+    "scenario",
+    "runs",
+    "updates/s x ceiling, median (range)",
+    "CPU / 10k updates x ceiling, median (range)",
+    "peak RSS MB (max)",
+    "idle CPU % of a core, median",
+    "other checks",
+    "verdict (medians)",
+)
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _spread(values: Sequence[float], passed: bool) -> str:
+    if not values:
+        return NOTHING
+    text = f"{_median(values):.2f}"
+    if len(values) > 1:
+        text += f" ({min(values):.2f}-{max(values):.2f})"
+    return _marked(text, passed)
+
+
+def summary_table(rows: Sequence[Row], targets: Targets) -> str:
+    """One line per scenario run several times: medians of the ratios, judged on them.
+
+    On a shared machine one pair of runs can land 15 % either side of the
+    truth; the median of a few pairs, each bridge run against the ceiling
+    measured just before it, is what the README quotes.
+    """
+    by_name: dict[str, list[Row]] = {}
+    for row in rows:
+        if row.result.kind != "ceiling" and row.result.error is None:
+            by_name.setdefault(row.result.name, []).append(row)
+    lines = ["| " + " | ".join(SUMMARY_COLUMNS) + " |", "|" + "---|" * len(SUMMARY_COLUMNS)]
+    for name, group in by_name.items():
+        rates = [r for r in (rate_ratio(g.result, g.ceiling) for g in group) if r is not None]
+        cpus = [c for c in (cpu_ratio(g.result, g.ceiling) for g in group) if c is not None]
+        idles = [
+            g.result.idle_core_percent for g in group if g.result.idle_core_percent is not None
+        ]
+        peaks = [g.result.peak_rss_bytes / MB for g in group if g.result.peak_rss_bytes]
+        rate_ok = not rates or _median(rates) >= targets.min_rate_ratio
+        cpu_ok = not cpus or _median(cpus) <= targets.max_cpu_ratio
+        idle_ok = not idles or _median(idles) <= targets.max_idle_core_percent
+        rss_ok = not peaks or max(peaks) <= targets.max_peak_rss_mb
+        others = [
+            c for g in group for c in g.checks if c.name not in {"rate", "cpu", "idle", "rss"}
+        ]
+        others_ok = all(c.passed for c in others)
+        failed = [
+            label
+            for label, ok in (
+                ("rate", rate_ok),
+                ("cpu", cpu_ok),
+                ("idle", idle_ok),
+                ("rss", rss_ok),
+                ("other", others_ok),
+            )
+            if not ok
+        ]
+        cells = [
+            name,
+            str(len(group)),
+            _spread(rates, rate_ok),
+            _spread(cpus, cpu_ok),
+            _marked(f"{max(peaks):.1f}", rss_ok) if peaks else NOTHING,
+            _marked(f"{_median(idles):.2f}", idle_ok) if idles else NOTHING,
+            _marked(", ".join(sorted({c.name for c in others})) or NOTHING, others_ok),
+            "pass" if not failed else "FAIL: " + ", ".join(failed),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def report_json(rows: Sequence[Row], header: dict[str, Any]) -> dict[str, Any]:
     """Everything measured, for ``--json``: the raw results, ratios and checks."""
     return {

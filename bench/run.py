@@ -33,6 +33,7 @@ from bench.report import (
     markdown_table,
     notes,
     report_json,
+    summary_table,
 )
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_INTERRUPTED = 0, 1, 130
@@ -110,6 +111,14 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[Options, Path | No
         action="store_true",
         help="let the bridge also publish its per-device JSON (the default config)",
     )
+    parser.add_argument(
+        "--repeat",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="make each measured run N times, each after its own ceiling run; "
+        "a summary of medians follows the table",
+    )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write every figure here")
     args = parser.parse_args(argv)
     options = Options(
@@ -122,6 +131,7 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[Options, Path | No
         idle_s=args.idle_seconds,
         budget_s=args.budget,
         device_state=args.device_state,
+        repeat=args.repeat,
     )
     return options, args.json
 
@@ -207,6 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = [assess(result, _ceiling_for(result, results), targets) for result in results]
     print()
     print(markdown_table(rows))
+    if options.repeat > 1:
+        print()
+        print(summary_table(rows, targets))
     remarks = notes(rows)
     if remarks:
         print()

@@ -34,7 +34,15 @@ from bench.procstat import (
     machine_busy_from_stat,
     status_bytes,
 )
-from bench.report import MB, RunResult, Targets, assess, markdown_table, notes
+from bench.report import (
+    MB,
+    RunResult,
+    Targets,
+    assess,
+    markdown_table,
+    notes,
+    summary_table,
+)
 from bench.run import _ceiling_for, parse_options
 from bench.simlog import expected_requests_per_cycle, realtime_traffic
 from bench.tally import Expectation, Tally, check_values, is_tag_topic
@@ -433,3 +441,23 @@ def test_each_bridge_run_is_judged_against_the_ceiling_measured_just_before_it()
     results = [first, bridge_a, second, bridge_b]
     assert _ceiling_for(bridge_a, results) is first
     assert _ceiling_for(bridge_b, results) is second
+
+
+def test_repeat_pairs_every_measured_run_with_its_own_ceiling() -> None:
+    runs = plan_runs(Options(quick=True, repeat=3))
+    assert [r.kind for r in runs] == ["ceiling", "bridge"] * 3
+
+
+def test_the_summary_judges_the_median_of_repeated_pairs() -> None:
+    runs: list[RunResult] = []
+    for bridge_seconds in (2.0 / 0.9, 2.0 / 1.1, 2.0 / 1.05):  # one pair below the ceiling
+        runs.append(result("ceiling"))
+        runs.append(result("bridge", window=window_of(20_000, bridge_seconds, 1.0)))
+    rows = [assess(r, _ceiling_for(r, runs), Targets()) for r in runs]
+    line = next(
+        line for line in summary_table(rows, Targets()).splitlines() if line.startswith("| bridge")
+    )
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    assert cells[1] == "3"
+    assert cells[2] == "1.05 (0.90-1.10) ✓"
+    assert cells[-1] == "pass"
