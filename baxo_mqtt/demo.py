@@ -15,7 +15,6 @@ import asyncio
 import logging
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from baxo_mqtt.bridge.app import Bridge
 from baxo_mqtt.logs import configure_logging
+from baxo_mqtt.ports import free_port, port_answers
 from baxo_mqtt.settings import Settings
 from baxo_mqtt.simulator.fleet import Fleet
 from baxo_mqtt.simulator.server import SimulatorServer
@@ -37,25 +37,11 @@ from baxo_mqtt.simulator.server import SimulatorServer
 DEMO_USER, DEMO_PASSWORD = "demo@example.com", "demo"
 
 
-def _answers(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class _Mosquitto:
     """mosquitto as a child process on a free port, memory only."""
 
     def __init__(self, binary: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self._dir = tempfile.TemporaryDirectory(prefix="baxo-mqtt-demo-")
         config = Path(self._dir.name) / "mosquitto.conf"
         config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n")
@@ -83,7 +69,7 @@ class _Amqtt:
             ) from missing
         # amqtt logs every half-open probe connection as an error: noise here.
         logging.getLogger("amqtt").setLevel(logging.CRITICAL)
-        self.port = _free_port()
+        self.port = free_port()
         self._started = threading.Event()
         self._error: Exception | None = None
         self._loop = asyncio.new_event_loop()
@@ -131,13 +117,13 @@ def _start_broker(requested: str) -> tuple[str, int, str, Any]:
     if requested not in ("auto", "mosquitto", "amqtt"):
         host, _, port = requested.rpartition(":")
         return host or "localhost", int(port or 1883), "v5", None
-    if requested == "auto" and _answers("localhost", 1883):
+    if requested == "auto" and port_answers(1883, "localhost", timeout_s=0.5):
         return "localhost", 1883, "v5", None
     binary = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin")
     if binary and requested != "amqtt":
         mosquitto = _Mosquitto(binary)
         for _ in range(100):
-            if _answers("127.0.0.1", mosquitto.port):
+            if port_answers(mosquitto.port, "127.0.0.1", timeout_s=0.5):
                 return "127.0.0.1", mosquitto.port, "v5", mosquitto
             threading.Event().wait(0.05)
         mosquitto.stop()
@@ -149,7 +135,7 @@ def _printer(host: str, port: int, protocol: str, out: TextIO) -> paho.Client:
     """A subscriber that prints every bridge message as one ``topic payload`` line."""
     client = paho.Client(
         CallbackAPIVersion.VERSION2,
-        client_id=f"baxo-mqtt-demo-viewer-{_free_port()}",
+        client_id=f"baxo-mqtt-demo-viewer-{free_port()}",
         protocol=paho.MQTTv5 if protocol == "v5" else paho.MQTTv311,
     )
     lock = threading.Lock()
@@ -177,8 +163,8 @@ def run_demo(
     out: TextIO = sys.stdout,
 ) -> int:
     configure_logging("warning", "console", [DEMO_PASSWORD], stream=sys.stderr)
-    if _answers("127.0.0.1", metrics_port):  # another bridge is serving there
-        metrics_port = _free_port()
+    if port_answers(metrics_port, "127.0.0.1", timeout_s=0.5):  # another bridge is serving there
+        metrics_port = free_port()
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -198,7 +184,7 @@ def run_demo(
             return 1
         if handle is not None:
             cleanup.callback(handle.stop)
-        if not _answers("127.0.0.1" if host == "localhost" else host, port):
+        if not port_answers(port, "127.0.0.1" if host == "localhost" else host, timeout_s=0.5):
             print(f"baxo-mqtt demo: no MQTT broker answers on {host}:{port}", file=sys.stderr)
             return 1
         settings = Settings.model_validate(
@@ -212,7 +198,7 @@ def run_demo(
                     "host": host,
                     "port": port,
                     "protocol": protocol,
-                    "client_id": f"baxo-mqtt-demo-{port}-{_free_port()}",
+                    "client_id": f"baxo-mqtt-demo-{port}-{free_port()}",
                 },
                 "poll": {"interval_s": interval_s, "discovery_interval_s": 60},
                 # The simulator's tags are all safe to write: let the user try /set.

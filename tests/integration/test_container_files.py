@@ -27,9 +27,10 @@ from typing import Any
 
 import pytest
 
+from baxo_mqtt.ports import free_port, port_answers
 from baxo_mqtt.settings import DEFAULT_CONFIG_PATH, MetricsSettings
 from baxo_mqtt.simulator.fleet import DEFAULT_PASSWORD, DEFAULT_USERNAME
-from tests.support.broker import Broker, free_port, mosquitto_binary, port_open
+from tests.support.broker import Broker, mosquitto_binary
 from tests.support.daemon import DaemonProcess
 from tests.support.waiting import wait_until
 from tests.support.watcher import Watcher
@@ -611,7 +612,7 @@ def test_the_compose_mosquitto_configuration_starts_a_broker(tmp_path: Path) -> 
             [mosquitto_binary(), "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
         )
         try:
-            wait_until(lambda: port_open(port) or broker.poll() is not None, 10, "mosquitto")
+            wait_until(lambda: port_answers(port) or broker.poll() is not None, 10, "mosquitto")
             assert broker.poll() is None, (tmp_path / "mosquitto.log").read_text()
             watcher = Watcher(port, "#")  # an anonymous client is let in, as the demo needs
             watcher.close()
@@ -635,7 +636,9 @@ def compose_simulator(compose: dict[str, Any], tmp_path: Path) -> Iterator[int]:
             [sys.executable, "-m", "baxo_mqtt", *argv], stdout=log, stderr=subprocess.STDOUT
         )
         try:
-            wait_until(lambda: port_open(port) or process.poll() is not None, 15, "the simulator")
+            wait_until(
+                lambda: port_answers(port) or process.poll() is not None, 15, "the simulator"
+            )
             assert process.poll() is None, (tmp_path / "simulator.log").read_text()
             yield port
         finally:

@@ -11,8 +11,9 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from baxo_mqtt.ports import free_port
 from baxo_mqtt.simulator.server import SimulatorServer
-from tests.support.broker import Broker, free_port
+from tests.support.broker import Broker
 from tests.support.daemon import (
     ConfigFor,
     DaemonProcess,

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.broker import Broker, free_port
+from baxo_mqtt.ports import free_port
+from tests.support.broker import Broker
 from tests.support.waiting import wait_until
 
 

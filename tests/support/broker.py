@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import BinaryIO
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from baxo_mqtt.ports import free_port, port_answers
 
 
 def mosquitto_binary() -> str:
@@ -25,14 +19,6 @@ def mosquitto_binary() -> str:
             "mosquitto is not installed: run scripts/setup (Debian package mosquitto)"
         )
     return found
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 class Broker:
@@ -71,7 +57,7 @@ class Broker:
             stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
-        while not port_open(self.port):
+        while not port_answers(self.port):
             problem = None
             if self._process.poll() is not None:
                 problem = f"mosquitto exited with {self._process.returncode}"

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from baxo_mqtt.bridge.app import Bridge
+from baxo_mqtt.ports import free_port
 from baxo_mqtt.settings import Settings, load_settings
 from baxo_mqtt.simulator.server import SimulatorServer
-from tests.support.broker import free_port
 
 Toml = Mapping[str, Mapping[str, Any]]
 
