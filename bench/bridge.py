@@ -33,12 +33,12 @@ from multiprocessing.context import SpawnContext
 from pathlib import Path
 
 from baxo_mqtt.bridge.topics import TopicScheme
+from baxo_mqtt.ports import free_port
 from baxo_mqtt.simulator.fleet import DEFAULT_PASSWORD, DEFAULT_USERNAME
 from bench.children import (
     BenchError,
     Children,
     baxo_mqtt_command,
-    free_port,
     start_mosquitto,
     start_simulator,
     wait_until,

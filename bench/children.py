@@ -11,7 +11,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TypeVar
+
+from baxo_mqtt.ports import free_port, port_answers
 
 T = TypeVar("T")
 
@@ -52,21 +53,6 @@ def wait_until(
         if time.monotonic() >= deadline:
             raise BenchError(f"timed out after {timeout_s:.0f} s waiting for {what}")
         time.sleep(poll_s)  # a polling period bounded by the deadline, not a synchronisation
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 def baxo_mqtt_command() -> list[str]:
@@ -190,7 +176,7 @@ def start_mosquitto(children: Children, workdir: Path) -> int:
         "mosquitto", [mosquitto_binary(), "-c", str(config)], workdir / f"mosquitto-{port}.log"
     )
     wait_until(
-        lambda: port_open(port),
+        lambda: port_answers(port),
         PORT_WAIT_S,
         "mosquitto to listen",
         alive=lambda: _exited("mosquitto", broker),
@@ -230,7 +216,7 @@ def start_simulator(
     ]
     simulator = children.start("simulator", args, workdir / f"simulator-{port}.log")
     wait_until(
-        lambda: port_open(port),
+        lambda: port_answers(port),
         PORT_WAIT_S,
         "the simulator to listen",
         alive=lambda: _exited("simulator", simulator),
