@@ -818,15 +818,24 @@ def test_connection_close_is_honoured(simulator: SimulatorServer) -> None:
     assert b"\r\nConnection: close\r\n" in received
 
 
+def exchange_raw(port: int, request: bytes) -> bytes:
+    """Send raw bytes; the whole answer, read until the server closes (one recv may
+    return only the headers: they and the body can arrive in separate segments)."""
+    chunks = []
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S) as raw:
+        raw.sendall(request)
+        while chunk := raw.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def test_a_malformed_request_does_not_stop_the_server(
     simulator: SimulatorServer, session: requests.Session
 ) -> None:
-    with socket.create_connection(("127.0.0.1", simulator.port), timeout=TIMEOUT_S) as raw:
-        raw.sendall(b"\x00\x01 garbage that is not HTTP\r\n\r\n")
-        answer = raw.recv(65536)
-    with socket.create_connection(("127.0.0.1", simulator.port), timeout=TIMEOUT_S) as raw:
-        raw.sendall(b"POST /k1 HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n")
-        bad_length = raw.recv(65536)
+    answer = exchange_raw(simulator.port, b"\x00\x01 garbage that is not HTTP\r\n\r\n")
+    bad_length = exchange_raw(
+        simulator.port, b"POST /k1 HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n"
+    )
 
     unknown_method = session.request("PATCH", simulator.url, timeout=TIMEOUT_S)
 
