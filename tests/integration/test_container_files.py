@@ -14,14 +14,12 @@ import fnmatch
 import http.server
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
 import threading
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +30,10 @@ from baxo_mqtt.settings import DEFAULT_CONFIG_PATH, MetricsSettings
 from baxo_mqtt.simulator.fleet import DEFAULT_PASSWORD, DEFAULT_USERNAME
 from tests.support.broker import Broker, mosquitto_binary
 from tests.support.daemon import DaemonProcess
+from tests.support.dockerfile import Instruction, key_values, parse_dockerfile, split_options
 from tests.support.waiting import wait_until
 from tests.support.watcher import Watcher
+from tests.support.yaml_subset import YamlSubsetError, parse_yaml_subset
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
@@ -42,72 +42,7 @@ COMPOSE = REPO / "compose.yaml"
 SECRETS_IN_CONTAINER = "/run/secrets/"
 
 
-# --- a Dockerfile, as instructions ---------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Instruction:
-    keyword: str  # upper case: FROM, RUN, ...
-    arguments: str  # continuation lines joined, comments dropped
-    line: int  # where the instruction starts, for failure messages
-    stage: int  # index of the FROM it belongs to; -1 before the first FROM
-
-    def exec_form(self) -> list[str]:
-        """The JSON-array form (``["a", "b"]``), which ENTRYPOINT, CMD and checks need."""
-        parsed = json.loads(self.arguments)
-        assert isinstance(parsed, list) and all(isinstance(a, str) for a in parsed), self
-        return parsed
-
-
-def parse_dockerfile(text: str) -> list[Instruction]:
-    """Instructions of a Dockerfile with the default ``\\`` escape character.
-
-    Lines starting with ``#`` are comments (parser directives included), also in
-    the middle of a continued instruction, exactly as BuildKit reads them.
-    """
-    instructions: list[Instruction] = []
-    pending: list[str] = []
-    start = 0
-    stage = -1
-    for number, raw in enumerate(text.splitlines(), start=1):
-        stripped = raw.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if not pending:
-            start = number
-        continued = stripped.endswith("\\")
-        pending.append(stripped[:-1].strip() if continued else stripped)
-        if continued:
-            continue
-        keyword, _, arguments = " ".join(pending).partition(" ")
-        pending = []
-        if keyword.upper() == "FROM":
-            stage += 1
-        instructions.append(Instruction(keyword.upper(), arguments.strip(), start, stage))
-    assert not pending, "the Dockerfile ends inside a continued instruction"
-    return instructions
-
-
-def split_options(arguments: str) -> tuple[dict[str, str], str]:
-    """``--interval=30s --timeout=5s CMD [...]`` -> options and the rest."""
-    options: dict[str, str] = {}
-    rest = arguments
-    while rest.startswith("--"):
-        option, _, rest = rest.partition(" ")
-        name, _, value = option[2:].partition("=")
-        options[name] = value
-        rest = rest.lstrip()
-    return options, rest
-
-
-def key_values(arguments: str) -> dict[str, str]:
-    """ENV and LABEL in their ``key=value ...`` form (the legacy ``ENV key value`` is refused)."""
-    pairs: dict[str, str] = {}
-    for token in shlex.split(arguments):
-        key, equals, value = token.partition("=")
-        assert equals, f"write ENV/LABEL as key=value, not {token!r}"
-        pairs[key] = value
-    return pairs
+# --- the Dockerfile's promises ---------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -386,113 +321,7 @@ def _run(argv: list[str], environment: Mapping[str, str]) -> subprocess.Complete
     )
 
 
-# --- compose.yaml, read by a parser for the YAML it uses ------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Line:
-    indent: int
-    text: str
-    number: int
-
-
-class YamlSubsetError(ValueError):
-    """compose.yaml left the small subset of YAML this parser reads."""
-
-
-def parse_yaml_subset(text: str) -> dict[str, Any]:
-    """Block mappings, block sequences of scalars, and scalars, which is all compose needs.
-
-    Scalars stay strings (compose reads ``10s`` and ``"1883"`` as text too);
-    quoted scalars and ``[...]`` flow sequences are read as JSON. Anything else
-    (anchors, multi-line strings, sequences of mappings) is refused, so the
-    file keeps a shape that can be checked without PyYAML.
-    """
-    lines: list[_Line] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        content = _without_comment(raw).rstrip()
-        if not content.strip():
-            continue
-        indent = len(content) - len(content.lstrip(" "))
-        if content[indent] == "\t":
-            raise YamlSubsetError(f"line {number}: tab in indentation")
-        lines.append(_Line(indent, content.strip(), number))
-    if not lines:
-        return {}
-    document, end = _block(lines, 0, lines[0].indent)
-    if end != len(lines) or not isinstance(document, dict):
-        raise YamlSubsetError(f"line {lines[min(end, len(lines) - 1)].number}: unexpected content")
-    return document
-
-
-def _without_comment(raw: str) -> str:
-    quote = ""
-    for position, char in enumerate(raw):
-        if quote:
-            quote = "" if char == quote else quote
-        elif char in "\"'":
-            quote = char
-        elif char == "#" and (position == 0 or raw[position - 1] in " \t"):
-            return raw[:position]
-    return raw
-
-
-def _block(lines: list[_Line], index: int, indent: int) -> tuple[Any, int]:
-    if lines[index].text.startswith("- "):
-        return _sequence(lines, index, indent)
-    mapping: dict[str, Any] = {}
-    while index < len(lines) and lines[index].indent == indent:
-        line = lines[index]
-        key, colon, rest = line.text.partition(":")
-        if not colon or (rest and not rest.startswith(" ")) or key.startswith("- "):
-            raise YamlSubsetError(f"line {line.number}: expected 'key: value'")
-        if key in mapping:
-            raise YamlSubsetError(f"line {line.number}: duplicate key {key!r}")
-        index += 1
-        if rest.strip():
-            mapping[key] = _scalar(rest.strip(), line.number)
-        elif index < len(lines) and lines[index].indent > indent:
-            mapping[key], index = _block(lines, index, lines[index].indent)
-        elif _sequence_starts(lines, index, indent):
-            # YAML lets a mapping's sequence sit at the mapping's own indentation.
-            mapping[key], index = _sequence(lines, index, indent)
-        else:
-            mapping[key] = None
-    if index < len(lines) and lines[index].indent > indent:
-        raise YamlSubsetError(f"line {lines[index].number}: unexpected indentation")
-    return mapping, index
-
-
-def _sequence_starts(lines: list[_Line], index: int, indent: int) -> bool:
-    return (
-        index < len(lines) and lines[index].indent == indent and lines[index].text.startswith("- ")
-    )
-
-
-def _sequence(lines: list[_Line], index: int, indent: int) -> tuple[list[Any], int]:
-    items: list[Any] = []
-    while _sequence_starts(lines, index, indent):
-        item = lines[index].text[2:].strip()
-        if ": " in item or item.endswith(":"):
-            raise YamlSubsetError(f"line {lines[index].number}: sequences of mappings are not read")
-        items.append(_scalar(item, lines[index].number))
-        index += 1
-    return items, index
-
-
-def _scalar(text: str, number: int) -> Any:
-    if text[0] in '"[':
-        try:
-            return json.loads(text)
-        except ValueError:
-            raise YamlSubsetError(f"line {number}: not a JSON string or list: {text}") from None
-    if text[0] == "'":
-        if not text.endswith("'") or len(text) < 2:
-            raise YamlSubsetError(f"line {number}: unterminated quote")
-        return text[1:-1].replace("''", "'")
-    if text[0] in "&*!|>{@`%":
-        raise YamlSubsetError(f"line {number}: YAML feature not read here: {text}")
-    return text
+# --- compose.yaml (read by tests/support/yaml_subset.py) ---------------------------------
 
 
 def test_the_yaml_reader_reads_what_compose_uses_and_refuses_the_rest() -> None:
