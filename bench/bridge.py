@@ -27,10 +27,11 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.context import SpawnContext
 from pathlib import Path
+from typing import Any
 
 from baxo_mqtt.bridge.topics import TopicScheme
 from baxo_mqtt.ports import free_port
@@ -129,6 +130,29 @@ class _Outcome:
     values: ValuesCheck | None  # None: values move on the simulator's clock (idle run)
     notes: list[str]
     diagnostics: dict[str, float]
+
+    def result(
+        self,
+        spec: RunSpec,
+        *,
+        notes: Sequence[str] = (),
+        diagnostics: Mapping[str, float] | None = None,
+        **measured: Any,
+    ) -> RunResult:
+        """The run's result: what every bridge run reports, plus what this kind measured."""
+        return RunResult(
+            name=spec.name,
+            kind=spec.kind,
+            devices=spec.shape.devices,
+            tags=spec.shape.tags,
+            peak_rss_bytes=self.peak_rss_bytes,
+            requests_per_cycle=self.requests_per_cycle,
+            expected_requests_per_cycle=self.expected_requests_per_cycle,
+            values=self.values,
+            notes=(*notes, *self.notes),
+            diagnostics={**self.diagnostics, **(diagnostics or {})},
+            **measured,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,20 +333,12 @@ def run_bridge(context: SpawnContext, workdir: Path, spec: RunSpec, budget_s: fl
             outcome = run.outcome(ending)
         except BenchError as error:
             raise run.failure(error) from None
-    return RunResult(
-        name=spec.name,
-        kind="bridge",
-        devices=shape.devices,
-        tags=shape.tags,
+    return outcome.result(
+        spec,
+        notes=[ended_early] if ended_early else [],
         latency_s=spec.latency_s,
         cycles_asked=spec.cycles,
         window=measure_window(shape.tag_count, ending.delivery.cycle_marks, samples),
-        peak_rss_bytes=outcome.peak_rss_bytes,
-        requests_per_cycle=outcome.requests_per_cycle,
-        expected_requests_per_cycle=outcome.expected_requests_per_cycle,
-        values=outcome.values,
-        notes=tuple(([ended_early] if ended_early else []) + outcome.notes),
-        diagnostics=outcome.diagnostics,
     )
 
 
@@ -352,16 +368,8 @@ def run_idle(context: SpawnContext, workdir: Path, spec: RunSpec) -> RunResult:
             outcome = run.outcome(ending)
         except BenchError as error:
             raise run.failure(error) from None
-    return RunResult(
-        name=spec.name,
-        kind="idle",
-        devices=shape.devices,
-        tags=shape.tags,
-        peak_rss_bytes=outcome.peak_rss_bytes,
-        requests_per_cycle=outcome.requests_per_cycle,
-        expected_requests_per_cycle=outcome.expected_requests_per_cycle,
-        values=outcome.values,
+    return outcome.result(
+        spec,
+        diagnostics={"idle_seconds": seconds, "polls_in_window": polls},
         idle_core_percent=100.0 * (after.cpu_s - before.cpu_s) / seconds,
-        notes=tuple(outcome.notes),
-        diagnostics={**outcome.diagnostics, "idle_seconds": seconds, "polls_in_window": polls},
     )

@@ -12,7 +12,7 @@ tag reference would be fresh copies from every answer.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 from baxo_mqtt.baxo.models import Reading
 
@@ -78,9 +78,6 @@ class ValueStore:
 
     def knows_tag(self, contract_id: str, device_id: str, tag: str) -> bool:
         return tag in self._devices.get((contract_id, device_id), {})
-
-    def devices(self) -> Iterator[DeviceKey]:
-        return iter(list(self._devices))
 
     @property
     def tag_count(self) -> int:
