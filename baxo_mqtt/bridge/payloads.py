@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Literal
 
 from baxo_mqtt.baxo.models import Contract, Device, baxo_to_iso, numeric_value
-from baxo_mqtt.bridge.state import StoredValue
+from baxo_mqtt.bridge.store import StoredValue
 
 PayloadForm = Literal["value", "json"]
 _compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode

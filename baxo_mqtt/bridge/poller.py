@@ -39,7 +39,7 @@ from baxo_mqtt.bridge.payloads import (
     device_state_payload,
     tag_payload,
 )
-from baxo_mqtt.bridge.state import ValueStore
+from baxo_mqtt.bridge.store import ValueStore
 from baxo_mqtt.bridge.topics import TopicScheme, escape_segment
 from baxo_mqtt.errors import BaxoError, ConfigError
 from baxo_mqtt.metrics import Health, Metrics

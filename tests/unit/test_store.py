@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from baxo_mqtt.baxo.models import Reading
-from baxo_mqtt.bridge.state import ValueStore
+from baxo_mqtt.bridge.store import ValueStore
 
 
 def reading(device: str, tag: str, value: str, timestamp: int = 100) -> Reading:
