@@ -21,7 +21,8 @@ import structlog
 from baxo_mqtt import __version__
 from baxo_mqtt.baxo.client import BaxoClient
 from baxo_mqtt.bridge.catalog import Filters
-from baxo_mqtt.bridge.commands import SetMessage, WriteRules, decode_set
+from baxo_mqtt.bridge.commands import WriteRules, decode_set
+from baxo_mqtt.bridge.messages import IncomingMessage
 from baxo_mqtt.bridge.mqtt import MqttLink, MqttUnavailableError
 from baxo_mqtt.bridge.poller import Poller, PollOptions
 from baxo_mqtt.bridge.topics import TopicScheme
@@ -133,7 +134,7 @@ class Bridge:
         self.health.broker_connected = True
         self.poller.request_republish()
 
-    def _on_set_message(self, message: SetMessage) -> None:  # paho's thread: decode, hand off
+    def _on_set_message(self, message: IncomingMessage) -> None:  # paho's thread: decode, hand off
         self.writer.submit(decode_set(message, self.scheme, self.rules, self.directory))
 
     def _heartbeat(self) -> None:

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Literal, Protocol, TypeAlias
 
+from baxo_mqtt.bridge.messages import IncomingMessage
 from baxo_mqtt.bridge.topics import RESULT_LEVEL, SET_LEVEL, TopicScheme, parse_set_topic
 
 JsonValue: TypeAlias = "bool | int | float | str | list[JsonValue] | dict[str, JsonValue] | None"
@@ -55,17 +56,6 @@ RejectionKind = Literal[
     "denied",
     "not_allowed",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class SetMessage:
-    """One message received on a /set topic; the v5 properties are None on v3.1.1."""
-
-    topic: str
-    payload: bytes
-    retained: bool
-    response_topic: str | None = None
-    correlation_data: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +260,7 @@ def _shell_quoted(text: str) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
-def _reply_outside_tree(message: SetMessage, scheme: TopicScheme) -> Reply | None:
+def _reply_outside_tree(message: IncomingMessage, scheme: TopicScheme) -> Reply | None:
     """A reply for a malformed topic that still sits in our /set tree.
 
     The subscription's ``+`` matches empty levels, so ``<base>/c//t/set`` can
@@ -295,7 +285,7 @@ def _first_matching(tag: str, patterns: tuple[str, ...]) -> str | None:
 # A flat list of guard clauses mirrors the rule order of the module docstring;
 # splitting it up would hide that order, hence the many returns.
 def decode_set(  # noqa: PLR0911
-    message: SetMessage, scheme: TopicScheme, rules: WriteRules, directory: Directory
+    message: IncomingMessage, scheme: TopicScheme, rules: WriteRules, directory: Directory
 ) -> WriteCommand | Rejection:
     """Check ``message`` against every write rule, in the order of the module docstring."""
     # Read first so that every rejection can echo the value and id it carried;

@@ -33,7 +33,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from baxo_mqtt.bridge.commands import SetMessage
+from baxo_mqtt.bridge.messages import IncomingMessage
 from baxo_mqtt.errors import BaxoMqttError
 from baxo_mqtt.metrics import Metrics
 from baxo_mqtt.settings import MqttSettings
@@ -63,7 +63,7 @@ class MqttLink:
         will_topic: str,
         subscriptions: Sequence[str] = (),
         on_connected: Callable[[], None] = lambda: None,
-        on_set_message: Callable[[SetMessage], None] = lambda message: None,
+        on_set_message: Callable[[IncomingMessage], None] = lambda message: None,
     ) -> None:
         self._settings = settings
         self._metrics = metrics
@@ -302,7 +302,7 @@ class MqttLink:
             response_topic = getattr(properties, "ResponseTopic", None)
             correlation_data = getattr(properties, "CorrelationData", None)
         self._on_set_message(
-            SetMessage(
+            IncomingMessage(
                 topic=message.topic,
                 payload=bytes(message.payload),
                 retained=bool(message.retain),

@@ -14,13 +14,13 @@ from baxo_mqtt.bridge.commands import (
     JsonValue,
     Rejection,
     Reply,
-    SetMessage,
     StaticDirectory,
     WriteCommand,
     WriteRules,
     decode_set,
     result_payload,
 )
+from baxo_mqtt.bridge.messages import IncomingMessage
 from baxo_mqtt.bridge.topics import TopicScheme
 
 SCHEME = TopicScheme("baxo")
@@ -57,7 +57,7 @@ def decode(
     response_topic: str | None = None,
     correlation_data: bytes | None = None,
 ) -> WriteCommand | Rejection:
-    message = SetMessage(topic, payload, retained, response_topic, correlation_data)
+    message = IncomingMessage(topic, payload, retained, response_topic, correlation_data)
     return decode_set(message, SCHEME, rules, DIRECTORY)
 
 
