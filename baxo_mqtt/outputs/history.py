@@ -1,0 +1,529 @@
+"""The history stream: every recorded sample of every selected tag, in order, with no gap.
+
+An output of the read path (``bridge/events.py``). The poller's events only
+say *which* devices exist and *when* one has something new; the samples
+themselves are read here, on this output's own thread, from the API's
+multi-device history service, and published on ``<base>/<c>/<d>/<t>/history``
+with ``publish_acked``.
+
+The promise is "never a gap", so progress is the broker's acknowledgement,
+not the publish call: a tag's cursor (``history_cursors.TagCursor``) moves
+only over the unbroken run of acknowledged samples in the order they were
+sent, and cursors are saved in the state directory at least once a second
+and at ``close()``. A sample sent but not acknowledged (broker gone, bridge
+killed) is read and sent again on the next pass, byte for byte the same.
+
+Memory is bounded by one page: rows are read a page at a time from windows of
+at most ``max_span_s`` (``history_plan``), each page is published and its
+acknowledgements awaited before the next one is asked for, and
+``publish_acked`` itself waits when the broker's window is full.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+
+from baxo_mqtt.baxo.models import BAXO_EPOCH_UNIX, HistoryPage, HistoryRow
+from baxo_mqtt.bridge.catalog import DeviceEntry
+from baxo_mqtt.bridge.events import (
+    AvailabilityChanged,
+    DeviceGone,
+    DeviceListed,
+    DiscoveryDone,
+    Event,
+    TagsChanged,
+)
+from baxo_mqtt.bridge.tagmeta import TagMetadata
+from baxo_mqtt.bridge.topics import escape_segment
+from baxo_mqtt.errors import BaxoError
+from baxo_mqtt.outputs.history_cursors import (
+    CursorDecodeError,
+    TagCursor,
+    TagKey,
+    Verdict,
+    decode,
+    decode_key,
+    encode,
+    encode_key,
+)
+from baxo_mqtt.outputs.history_payload import sample_payload
+from baxo_mqtt.outputs.history_plan import DeviceKey, ReadSchedule, plan_windows
+from baxo_mqtt.state import JsonValue
+
+log = structlog.get_logger(__name__)
+
+#: The state-directory namespace of the cursors.
+NAMESPACE = "history"
+#: How often the lag gauge is worked out (it walks every cursor).
+LAG_EVERY_S = 5.0
+#: The longest ``close`` waits for the reader thread before saving what is acknowledged.
+CLOSE_WAIT_S = 1.5
+
+PublishAcked = Callable[[str, bytes, Callable[[], None]], bool]
+
+
+class HistorySource(Protocol):
+    """The API's history service; ``BaxoClient`` is one."""
+
+    def history_pages(
+        self,
+        contract_id: str,
+        device_ids: Sequence[str],
+        start: int,
+        end: int,
+        tags: Sequence[str] | None = None,
+    ) -> Iterable[HistoryPage]: ...
+
+
+class CursorStore(Protocol):
+    """Where cursors survive a restart; ``StateDirectory`` is one."""
+
+    def load(self, namespace: str) -> dict[str, JsonValue]: ...
+
+    def save(
+        self, namespace: str, items: Mapping[str, JsonValue], *, delete: Iterable[str] = ()
+    ) -> None: ...
+
+
+def _every_tag(tag: str) -> bool:
+    return True
+
+
+def _ignore(amount: float) -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryOptions:
+    """The ``[history]`` keys, and what else the stream needs from the settings.
+
+    ``tag_selected`` is the ``[filter]`` tag rule; ``request_tags`` the exact
+    tag list to ask the API for when the filter names one (else every tag);
+    ``keep_unselected_s``: how long a cursor outlives its device or tag
+    leaving the selection, so a filter mistake fixed in time loses nothing.
+    """
+
+    lookback_s: int = 3600
+    interval_s: float = 300.0
+    batch_size: int = 50
+    overlap_s: int = 3600
+    max_span_s: int = 86400
+    tag_metadata: TagMetadata = field(default_factory=TagMetadata)
+    tag_selected: Callable[[str], bool] = _every_tag
+    request_tags: tuple[str, ...] | None = None
+    keep_unselected_s: float = 7 * 86400.0
+    commit_interval_s: float = 1.0
+    ack_timeout_s: float = 30.0
+
+
+class _Delivery:
+    """The samples of one page handed to the broker, and which were acknowledged.
+
+    ``on_ack`` runs on the MQTT thread: it only flips a flag and wakes the reader.
+    """
+
+    def __init__(self) -> None:
+        self.keys: list[TagKey] = []
+        self.stamps: list[int] = []
+        self._acked: list[bool] = []
+        self._acked_count = 0
+        self._applied = 0
+        self._cancelled = False
+        self._changed = threading.Condition()
+
+    def add(self, key: TagKey, timestamp: int) -> Callable[[], None]:
+        index = len(self.keys)
+        self.keys.append(key)
+        self.stamps.append(timestamp)
+        self._acked.append(False)
+
+        def on_ack() -> None:
+            with self._changed:
+                if not self._acked[index]:
+                    self._acked[index] = True
+                    self._acked_count += 1
+                    self._changed.notify_all()
+
+        return on_ack
+
+    def cancel(self) -> None:
+        """Stop waiting (the stream is closing)."""
+        with self._changed:
+            self._cancelled = True
+            self._changed.notify_all()
+
+    def wait_all(self, expected: int, timeout_s: float, clock: Callable[[], float]) -> bool:
+        """True once the first ``expected`` samples are acknowledged; False when no
+        acknowledgement came for ``timeout_s`` (or the stream is closing)."""
+        with self._changed:
+            progress_at, seen = clock(), self._acked_count
+            while self._acked_count < expected and not self._cancelled:
+                if self._acked_count != seen:
+                    progress_at, seen = clock(), self._acked_count
+                left = progress_at + timeout_s - clock()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+            return self._acked_count >= expected
+
+    def take_acknowledged(self) -> list[tuple[TagKey, int]]:
+        """The samples acknowledged since the last call, up to the first that is not:
+        a cursor may never move past a sample still in doubt."""
+        with self._changed:
+            start = end = self._applied
+            while end < len(self._acked) and self._acked[end]:
+                end += 1
+            self._applied = end
+        return list(zip(self.keys[start:end], self.stamps[start:end], strict=True))
+
+
+class HistoryStream:
+    """The ``Output`` of the history stream."""
+
+    name = "history"
+
+    def __init__(
+        self,
+        options: HistoryOptions,
+        *,
+        source: HistorySource,
+        store: CursorStore,
+        publish_acked: PublishAcked,
+        count_published: Callable[[float], None] = _ignore,
+        count_late: Callable[[float], None] = _ignore,
+        set_lag: Callable[[float], None] = _ignore,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._options = options
+        self._source = source
+        self._store = store
+        self._publish_acked = publish_acked
+        self._count_published = count_published
+        self._count_late = count_late
+        self._set_lag = set_lag
+        self._clock = clock
+        # One lock for what the poller's thread and the reader share; held
+        # only for dictionary work, never across a request or a publish.
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._schedule = ReadSchedule(options.interval_s)
+        self._entries: dict[DeviceKey, DeviceEntry] = {}
+        self._cursors: dict[TagKey, TagCursor] = {}
+        self._device_tags: dict[DeviceKey, set[str]] = {}
+        self._device_newest: dict[DeviceKey, int] = {}
+        self._dirty: set[TagKey] = set()
+        self._deleted: set[TagKey] = set()
+        self._commit_lock = threading.Lock()
+        self._last_commit = 0.0
+        self._last_lag = -LAG_EVERY_S
+        self._lag_s: float | None = None
+        self._delivery: _Delivery | None = None
+        self._stopping = threading.Event()
+        self._closed = False
+        self._api_failing = False
+        self._thread: threading.Thread | None = None
+
+    # --- Output -----------------------------------------------------------------
+
+    def start(self) -> None:
+        unreadable = 0
+        for text, document in self._store.load(NAMESPACE).items():
+            try:
+                key, cursor = decode_key(text), decode(document)
+            except CursorDecodeError as error:
+                # Left in the state directory untouched, so nothing is lost;
+                # the tag starts afresh as if it had no cursor.
+                unreadable += 1
+                log.warning("history cursor unreadable; the tag starts afresh", error=str(error))
+                continue
+            self._adopt(key, cursor)
+        if unreadable:
+            log.warning("history cursors unreadable", count=unreadable)
+        self._thread = threading.Thread(target=self._run, name="history-reader", daemon=True)
+        self._thread.start()
+
+    def handle(self, event: Event) -> None:
+        now = self._clock()
+        with self._wake:
+            if isinstance(event, DeviceListed):
+                self._select(event.entry, now)
+            elif isinstance(event, DeviceGone):
+                key = (event.entry.contract.id, event.entry.device.id)
+                self._schedule.remove(key)
+                self._entries.pop(key, None)
+            elif isinstance(event, DiscoveryDone):
+                self._reconcile(event, now)
+            elif isinstance(event, TagsChanged):
+                key = (event.entry.contract.id, event.entry.device.id)
+                newest = self._device_newest.get(key)
+                if newest is None or any(r.timestamp > newest for r in event.changes):
+                    self._schedule.poke(key, now)
+            elif isinstance(event, AvailabilityChanged) and event.online:
+                # Back after an outage: catch up now rather than at the next interval.
+                self._schedule.poke((event.entry.contract.id, event.entry.device.id), now)
+            else:
+                return
+            self._wake.notify_all()
+
+    def close(self) -> None:
+        self._stopping.set()
+        with self._wake:
+            self._wake.notify_all()
+            delivery = self._delivery
+        if delivery is not None:
+            delivery.cancel()
+        if self._thread is not None:
+            self._thread.join(CLOSE_WAIT_S)
+        if delivery is not None:
+            self._apply(delivery)
+        self._commit()
+        self._closed = True
+
+    # --- what the rest of the bridge may ask --------------------------------------
+
+    def lag_s(self) -> float | None:
+        """Now minus the oldest cursor over the selected tags (None before the first)."""
+        return self._lag_s
+
+    # --- selection (under the lock) -------------------------------------------------
+
+    def _adopt(self, key: TagKey, cursor: TagCursor) -> None:
+        self._cursors[key] = cursor
+        device = (key[0], key[1])
+        self._device_tags.setdefault(device, set()).add(key[2])
+        if cursor.newest is not None and cursor.newest > self._device_newest.get(device, -1):
+            self._device_newest[device] = cursor.newest
+
+    def _select(self, entry: DeviceEntry, now: float) -> None:
+        key = (entry.contract.id, entry.device.id)
+        if entry.device.is_active:
+            self._entries[key] = entry
+            self._schedule.add(key, now)
+        else:
+            # Inactive and suspended devices transmit nothing: not read.
+            self._entries.pop(key, None)
+            self._schedule.remove(key)
+
+    def _reconcile(self, done: DiscoveryDone, now: float) -> None:
+        """Follow the selection, and age out cursors that left it a week ago."""
+        entries = done.catalog.entries
+        for entry in entries.values():
+            self._select(entry, now)
+        for device in self._schedule.keys():  # noqa: SIM118 - a copy: the loop removes keys
+            if device not in entries:
+                self._schedule.remove(device)
+                self._entries.pop(device, None)
+        selected = self._options.tag_selected
+        for key, cursor in list(self._cursors.items()):
+            if (key[0], key[1]) in entries and selected(key[2]):
+                if cursor.gone_since is not None:
+                    cursor.gone_since = None
+                    self._dirty.add(key)
+            elif cursor.gone_since is None:
+                cursor.gone_since = now
+                self._dirty.add(key)
+            elif now - cursor.gone_since > self._options.keep_unselected_s:
+                del self._cursors[key]
+                self._device_tags.get((key[0], key[1]), set()).discard(key[2])
+                self._dirty.discard(key)
+                self._deleted.add(key)
+
+    def _device_start(self, key: DeviceKey, now_baxo: int) -> int:
+        """Where a read of one device begins: the lowest start of its tags."""
+        overlap = self._options.overlap_s
+        starts = [
+            cursor.read_start(overlap)
+            for tag in self._device_tags.get(key, ())
+            if (cursor := self._cursors[(key[0], key[1], tag)]).gone_since is None
+        ]
+        return min(starts) if starts else now_baxo - self._options.lookback_s
+
+    # --- the reader thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                with self._wake:
+                    due = self._schedule.take_due(self._clock())
+                    if not due:
+                        pause = self._schedule.next_due(self._clock())
+                        wait = min(pause, LAG_EVERY_S)
+                        if self._dirty or self._deleted:
+                            wait = min(wait, self._options.commit_interval_s)
+                        self._wake.wait(wait)
+                if due:
+                    self._read(due)
+                if self._clock() - self._last_commit >= self._options.commit_interval_s:
+                    self._commit()
+                self._update_lag()
+            except Exception:  # the stream must outlive its own bugs (logged with the trace)
+                log.exception("history reader failed; carrying on")
+                self._stopping.wait(1.0)
+
+    def _read(self, due: list[DeviceKey]) -> None:
+        now_baxo = int(self._clock()) - BAXO_EPOCH_UNIX
+        by_contract: dict[str, list[tuple[str, int]]] = {}
+        with self._lock:
+            for key in due:
+                by_contract.setdefault(key[0], []).append(
+                    (key[1], self._device_start(key, now_baxo))
+                )
+        size = max(1, self._options.batch_size)
+        for contract_id, devices in by_contract.items():
+            # Devices with close starts share a request, so that one far behind
+            # does not make the others read what they already have.
+            devices.sort(key=lambda item: item[1])
+            for first in range(0, len(devices), size):
+                batch = devices[first : first + size]
+                ok = not self._stopping.is_set() and self._read_batch(
+                    contract_id, dict(batch), now_baxo
+                )
+                with self._lock:
+                    for device_id, _start in batch:
+                        self._schedule.done((contract_id, device_id), self._clock(), ok=ok)
+
+    def _read_batch(self, contract_id: str, starts: dict[str, int], end: int) -> bool:
+        windows = plan_windows(min(starts.values()), end, self._options.max_span_s)
+        try:
+            for low, high in windows:
+                asked = [device_id for device_id, start in starts.items() if start <= high]
+                pages = self._source.history_pages(
+                    contract_id, asked, low, high, self._options.request_tags
+                )
+                for page in pages:
+                    if self._stopping.is_set() or not self._deliver(contract_id, starts, page.rows):
+                        return False
+        except BaxoError as error:
+            if not self._api_failing:
+                log.warning("history read failing; retrying with backoff", error=str(error))
+            self._api_failing = True
+            return False
+        if self._api_failing:
+            log.info("history read recovered")
+            self._api_failing = False
+        return True
+
+    def _deliver(self, contract_id: str, starts: Mapping[str, int], rows: list[HistoryRow]) -> bool:
+        """Publish one page's new samples; True once the broker acknowledged them all."""
+        options = self._options
+        overlap, selected, metadata = options.overlap_s, options.tag_selected, options.tag_metadata
+        delivery = _Delivery()
+        with self._lock:
+            self._delivery = delivery
+        late: dict[str, int] = {}
+        handed = True
+        previous: tuple[str, str, int] | None = None
+        # Sorted, so each tag's samples go out in increasing time whatever the API's order.
+        for row in sorted(rows, key=lambda r: (r.device_id, r.tag, r.timestamp)):
+            device_id, tag, raw, timestamp, source = row
+            start = starts.get(device_id)
+            if start is None or not tag or not selected(tag):
+                continue
+            if previous == (device_id, tag, timestamp):
+                continue  # the same row twice in one answer
+            previous = (device_id, tag, timestamp)
+            key = (contract_id, device_id, tag)
+            with self._lock:
+                entry = self._entries.get((contract_id, device_id))
+                if entry is None:
+                    continue  # left the selection while being read
+                cursor = self._cursors.get(key)
+                if cursor is None:
+                    cursor = TagCursor(floor=start)
+                    self._adopt(key, cursor)
+                    self._dirty.add(key)
+                verdict = cursor.verdict(timestamp, overlap)
+                if verdict is Verdict.TOO_LATE:
+                    cursor.record(timestamp, overlap)
+                    self._dirty.add(key)
+                    late[device_id] = late.get(device_id, 0) + 1
+            if verdict is not Verdict.PUBLISH:
+                continue
+            topic = f"{entry.topic}/{escape_segment(tag)}/history"
+            payload = sample_payload(metadata.for_tag(tag), raw, timestamp, source)
+            on_ack = delivery.add(key, timestamp)
+            if not self._publish_acked(topic, payload, on_ack):
+                handed = False
+                break
+            if self._clock() - self._last_commit >= options.commit_interval_s:
+                self._apply(delivery)
+                self._commit()
+        for device_id, count in late.items():
+            log.warning(
+                "history rows too late to publish",
+                contract=contract_id,
+                device=device_id,
+                rows=count,
+                overlap_s=overlap,
+            )
+        if late:
+            self._count_late(sum(late.values()))
+        expected = len(delivery.keys) - (0 if handed else 1)
+        acknowledged = delivery.wait_all(expected, options.ack_timeout_s, time.monotonic)
+        self._apply(delivery)
+        return handed and acknowledged and not self._stopping.is_set()
+
+    # --- progress ---------------------------------------------------------------------
+
+    def _apply(self, delivery: _Delivery) -> None:
+        """Move cursors over what the broker acknowledged."""
+        acknowledged = delivery.take_acknowledged()
+        if not acknowledged:
+            return
+        overlap = self._options.overlap_s
+        with self._lock:
+            for key, timestamp in acknowledged:
+                cursor = self._cursors.get(key)
+                if cursor is None:
+                    continue  # aged out meanwhile
+                cursor.record(timestamp, overlap)
+                self._dirty.add(key)
+                device = (key[0], key[1])
+                if timestamp > self._device_newest.get(device, -1):
+                    self._device_newest[device] = timestamp
+        self._count_published(len(acknowledged))
+
+    def _commit(self) -> None:
+        """Save the cursors that changed, in one transaction."""
+        with self._commit_lock:
+            if self._closed:
+                return
+            with self._lock:
+                self._last_commit = self._clock()
+                if not self._dirty and not self._deleted:
+                    return
+                dirty, deleted = self._dirty, self._deleted
+                self._dirty, self._deleted = set(), set()
+                items = {
+                    encode_key(key): encode(self._cursors[key])
+                    for key in dirty
+                    if key in self._cursors
+                }
+            try:
+                self._store.save(NAMESPACE, items, delete=[encode_key(key) for key in deleted])
+            except Exception as error:  # noqa: BLE001 - kept for the next commit, never lost
+                log.error("history cursors could not be saved; retrying", error=str(error))
+                with self._lock:
+                    self._dirty |= {key for key in dirty if key in self._cursors}
+                    self._deleted |= deleted
+
+    def _update_lag(self) -> None:
+        now = self._clock()
+        if now - self._last_lag < LAG_EVERY_S:
+            return
+        self._last_lag = now
+        with self._lock:
+            newest = [
+                cursor.newest
+                for cursor in self._cursors.values()
+                if cursor.gone_since is None and cursor.newest is not None
+            ]
+        if newest:
+            self._lag_s = max(0.0, now - BAXO_EPOCH_UNIX - min(newest))
+            self._set_lag(self._lag_s)
