@@ -166,6 +166,10 @@ class TagCursor:
 
     def record(self, timestamp: int, overlap_s: int) -> None:
         """Note a row as handled (acknowledged, or counted as too late)."""
+        if timestamp < self.floor:
+            # Acknowledged after newer samples moved the horizon past it: it
+            # is below what this cursor answers for, nothing to remember.
+            return
         self.handled.add(timestamp)
         if self.newest is None or timestamp > self.newest:
             self.newest = timestamp

@@ -1,0 +1,52 @@
+"""History payloads: interface.md's document, and the same bytes every time."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from baxo_mqtt.bridge.tagmeta import TagMeta
+from baxo_mqtt.outputs.history_payload import sample_payload
+
+
+def test_the_documented_example() -> None:
+    payload = sample_payload(TagMeta(), "24", 578590638, 1)
+    assert payload == (
+        b'{"value":24,"raw":"24","timestamp":"2018-05-02T15:37:18Z",'
+        b'"baxo_timestamp":578590638,"source":"local"}'
+    )
+
+
+def test_remote_source_and_unit() -> None:
+    document = json.loads(sample_payload(TagMeta(unit="°C"), "21.5", 0, 2))
+    assert document == {
+        "value": 21.5,
+        "raw": "21.5",
+        "timestamp": "2000-01-01T00:00:00Z",
+        "baxo_timestamp": 0,
+        "source": "remote",
+        "unit": "°C",
+    }
+
+
+def test_text_stays_text_and_a_type_is_honoured() -> None:
+    assert json.loads(sample_payload(TagMeta(), "open", 1, 1))["value"] == "open"
+    assert json.loads(sample_payload(TagMeta(type="bool"), "1", 1, 1))["value"] is True
+    assert json.loads(sample_payload(TagMeta(type="string"), "12", 1, 1))["value"] == "12"
+
+
+def test_an_undocumented_source_is_passed_on() -> None:
+    assert json.loads(sample_payload(TagMeta(), "1", 1, 7))["source"] == "7"
+
+
+@given(st.text(), st.integers(min_value=0, max_value=2**31), st.integers(0, 3))
+def test_any_raw_value_gives_valid_json_keeping_the_raw_text(
+    raw: str, timestamp: int, source: int
+) -> None:
+    payload = sample_payload(TagMeta(unit="x"), raw, timestamp, source)
+    assert payload == sample_payload(TagMeta(unit="x"), raw, timestamp, source)
+    document = json.loads(payload)
+    assert document["raw"] == raw
+    assert document["baxo_timestamp"] == timestamp
