@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import pytest
-from pydantic import SecretStr
 
 from baxo_mqtt import cli
 from baxo_mqtt.baxo.client import BaxoClient
@@ -22,17 +19,8 @@ from baxo_mqtt.baxo.inventory import (
 )
 from baxo_mqtt.baxo.models import Contract, Device, Reading
 from baxo_mqtt.simulator.server import SimulatorServer
+from tests.support.connection import Connection
 from tests.support.daemon import write_config
-
-
-@dataclass(frozen=True)
-class Connection:
-    base_url: str
-    username: str = "demo@example.com"
-    password: SecretStr = field(default_factory=lambda: SecretStr("demo"))
-    timeout_s: float = 5.0
-    verify_tls: bool = True
-    list_encoding: Literal["comma", "repeat", "json"] = "repeat"
 
 
 @pytest.fixture
@@ -40,7 +28,7 @@ def connect() -> Iterator[Callable[[SimulatorServer], BaxoClient]]:
     clients: list[BaxoClient] = []
 
     def make(server: SimulatorServer) -> BaxoClient:
-        client = BaxoClient(Connection(server.url), backoff_s=0.01)
+        client = BaxoClient(Connection(server.url, list_encoding="repeat"), backoff_s=0.01)
         clients.append(client)
         return client
 

@@ -22,19 +22,11 @@ from hypothesis import strategies as st
 from baxo_mqtt.baxo.models import parse_history, parse_realtime
 from baxo_mqtt.simulator import Fleet, SimulatorServer
 from baxo_mqtt.simulator.server import merge_params, parse_list
+from tests.support.clock import NOON, FakeClock
 
 USER = "demo@example.com"
 PASSWORD = "s3cret-pw"
-NOON = datetime(2024, 5, 24, 12, 0, 0, tzinfo=UTC).timestamp()
 TIMEOUT_S = 5
-
-
-class FakeClock:
-    def __init__(self, now: float = NOON) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
