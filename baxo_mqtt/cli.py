@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command: str = args.command
     if command == "simulator":
-        from baxo_mqtt.simulator.server import serve
+        from baxo_mqtt.simulator.http import serve
 
         return serve(
             host=args.host,

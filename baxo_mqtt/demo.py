@@ -32,7 +32,7 @@ from baxo_mqtt.logs import configure_logging
 from baxo_mqtt.ports import free_port, port_answers
 from baxo_mqtt.settings import Settings
 from baxo_mqtt.simulator.fleet import Fleet
-from baxo_mqtt.simulator.server import SimulatorServer
+from baxo_mqtt.simulator.http import SimulatorServer
 
 DEMO_USER, DEMO_PASSWORD = "demo@example.com", "demo"
 
