@@ -174,7 +174,7 @@ def run_demo(
     signal.signal(signal.SIGTERM, request_stop)
     with ExitStack() as cleanup:
         simulator = SimulatorServer(
-            Fleet.generate(contracts=1, devices=5, tags=4, seed=7, staggered=True)
+            Fleet.generate(contracts=1, devices=5, tags=4, seed=7, log_period_s=10, staggered=True)
         ).start()
         cleanup.callback(simulator.stop)
         try:

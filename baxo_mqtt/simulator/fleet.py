@@ -383,11 +383,13 @@ class Fleet:
         for tag in entry.tags.values():
             if wanted is not None and tag.reference not in wanted:
                 continue
-            latest = tag.changes[-1] if tag.changes else None
-            if latest is not None and latest.kind == "hold":
-                value, at = latest.value, latest.at
-            elif latest is not None and latest.kind == "text":
-                value, at = latest.value, timestamp
+            if not tag.changes:  # the common case first: the benchmark reads whole fleets
+                tag.reads += 1
+                value, at = tag.wave.value_at(tag.reads), timestamp
+            elif tag.changes[-1].kind == "hold":
+                value, at = tag.changes[-1].value, tag.changes[-1].at
+            elif tag.changes[-1].kind == "text":
+                value, at = tag.changes[-1].value, timestamp
             else:
                 tag.reads += 1
                 value, at = tag.wave.value_at(tag.reads), timestamp
