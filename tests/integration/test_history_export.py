@@ -27,7 +27,7 @@ from baxo_mqtt.baxo.models import (
     parse_iso_time,
 )
 from baxo_mqtt.errors import BaxoAuthError
-from baxo_mqtt.simulator.server import SimulatorServer
+from baxo_mqtt.simulator.http import SimulatorServer
 from tests.support.connection import Connection
 
 PASSWORD = "export-secret"
