@@ -2,9 +2,9 @@
 
 Every call is a POST of an ``application/x-www-form-urlencoded`` body to the
 base URL, the password included, so the password never appears in a URL, a
-proxy log or a server access log (baxo-api.md decisions 4 and 5). The client
-always sends the password rather than relying on the "once a day" rule: that
-costs a few bytes and removes a whole class of "which day is it?" failures.
+proxy log or a server access log (docs/baxo-api.md, decisions 4 and 5). The
+client always sends the password rather than relying on the "once a day" rule:
+that costs a few bytes and removes a whole class of "which day is it?" failures.
 
 One ``requests.Session`` with a connection pool is shared by every thread;
 the bridge fetches realtime batches from a thread pool, so the pool must be
