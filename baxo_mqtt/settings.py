@@ -69,7 +69,12 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from baxo_mqtt.bridge.tagmeta import HOME_ASSISTANT_DEVICE_CLASSES, TagMeta, TagMetadata
+from baxo_mqtt.bridge.tagmeta import (
+    HOME_ASSISTANT_NUMBER_DEVICE_CLASSES,
+    HOME_ASSISTANT_SENSOR_DEVICE_CLASSES,
+    TagMeta,
+    TagMetadata,
+)
 from baxo_mqtt.errors import ConfigError
 from baxo_mqtt.logs import MASK
 
@@ -481,12 +486,19 @@ class HomeAssistantSettings(BaseModel):
 
 
 def _device_class(value: str) -> str:
-    if value and value not in HOME_ASSISTANT_DEVICE_CLASSES:
+    if value in HOME_ASSISTANT_NUMBER_DEVICE_CLASSES or not value:
+        return value
+    if value in HOME_ASSISTANT_SENSOR_DEVICE_CLASSES:
+        # A device class goes only to numeric tags, beside state_class measurement,
+        # which Home Assistant refuses for its date, enum and timestamp sensors.
         raise _problem(
-            f"{_quoted(value)} is not a Home Assistant sensor or number device class "
-            "(see the device classes of Home Assistant's sensor and number entities)"
+            f"{_quoted(value)} is a Home Assistant class for sensors whose state is not a "
+            "number; a [[tags]] device_class describes numeric tags"
         )
-    return value
+    raise _problem(
+        f"{_quoted(value)} is not a Home Assistant sensor or number device class "
+        "(see the device classes of Home Assistant's sensor and number entities)"
+    )
 
 
 def _at_least_one_glob(value: list[str]) -> list[str]:

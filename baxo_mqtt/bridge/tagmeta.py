@@ -94,8 +94,6 @@ HOME_ASSISTANT_SENSOR_DEVICE_CLASSES = HOME_ASSISTANT_NUMBER_DEVICE_CLASSES | {
     "enum",
     "timestamp",
 }
-HOME_ASSISTANT_DEVICE_CLASSES = HOME_ASSISTANT_SENSOR_DEVICE_CLASSES
-
 # Spellings a BAXO boolean parameter is written with, compared in lower case.
 _TRUE_TEXTS = frozenset({"1", "true"})
 _FALSE_TEXTS = frozenset({"0", "false"})

@@ -95,6 +95,11 @@ def test_no_tag_tables_give_empty_metadata() -> None:
             "device class (see the device classes of Home Assistant's sensor and number "
             "entities)",
         ),
+        (
+            'match = ["T*"]\ndevice_class = "timestamp"',
+            "tags[0].device_class: 'timestamp' is a Home Assistant class for sensors whose "
+            "state is not a number; a [[tags]] device_class describes numeric tags",
+        ),
         ('match = ["T*"]\nstep = 0', "tags[0].step: must be greater than 0 (got 0)"),
         ('match = ["T*"]\nmax = nan', "tags[0].max: must be a finite number (got nan)"),
         (
@@ -371,3 +376,11 @@ def test_check_config_exits_2_for_a_bad_tag_table(
     out, err = capsys.readouterr()
     assert out == ""
     assert err == "config error: tags[0].min: greater than max (3 > 1)\n"
+
+
+def test_every_numeric_home_assistant_device_class_is_accepted() -> None:
+    tables = [
+        {"match": ["T"], "device_class": name} for name in HOME_ASSISTANT_NUMBER_DEVICE_CLASSES
+    ]
+    settings = Settings.model_validate({"baxo": {"username": USERNAME}, "tags": tables})
+    assert {table.device_class for table in settings.tags} == HOME_ASSISTANT_NUMBER_DEVICE_CLASSES
