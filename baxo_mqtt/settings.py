@@ -31,8 +31,12 @@ holds it (one trailing newline dropped). When ``$CREDENTIALS_DIRECTORY`` is set
 stand in for a ``password_file`` that was not given, so the effective
 configuration shows where the secret came from.
 
+``[[tags]]`` is an array of tables and is read from the file only: the
+environment has no way to say "the second table".
+
 Every problem is reported, one line per field, as ``ConfigError.problems``;
-no line ever repeats a secret.
+no line ever repeats a secret. Checks that compare sections (the history
+stream needs QoS 1 or 2, for one) report every disagreement, each on its line.
 """
 
 from __future__ import annotations
@@ -848,6 +852,9 @@ def _unknown_key(location: list[int | str]) -> str:
     model = _SECTIONS.get(str(location[0]))
     if len(location) == 2 and model is not None:
         return f"unknown key (known in [{location[0]}]: {', '.join(model.model_fields)})"
+    if len(location) == 3 and location[0] in _TABLE_ARRAYS:
+        known = ", ".join(TagTable.model_fields)
+        return f"unknown key (known in [[{location[0]}]]: {known})"
     return "unknown key"
 
 

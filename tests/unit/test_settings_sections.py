@@ -112,7 +112,11 @@ def test_no_tag_tables_give_empty_metadata() -> None:
             'match = [""]',
             "tags[0].match[0]: must not be an empty string (an empty pattern matches nothing)",
         ),
-        ('match = ["T*"]\ncolour = "red"', "tags[0].colour: unknown key"),
+        (
+            'match = ["T*"]\ncolour = "red"',
+            "tags[0].colour: unknown key (known in [[tags]]: match, unit, device_class, "
+            "type, min, max, step)",
+        ),
     ],
 )
 def test_a_bad_tag_table_is_one_line_naming_the_table_and_key(
