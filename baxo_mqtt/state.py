@@ -177,6 +177,8 @@ class StateDirectory:
                 yield self._connection
             except sqlite3.Error as error:
                 raise StateError(f"state database {self.path / DATABASE_NAME}: {error}") from None
+            except UnicodeEncodeError:
+                raise ValueError("a state namespace or key is not valid Unicode text") from None
 
 
 def resolve_state_dir(
@@ -307,7 +309,11 @@ def _prepare(connection: sqlite3.Connection) -> None:
 
 
 def _encode(key: str, value: JsonValue) -> str:
+    # ASCII escapes keep a lone surrogate in a value storable; a key must be text SQLite takes.
     try:
-        return json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+        key.encode("utf-8")
+        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except UnicodeEncodeError:
+        raise ValueError(f"state key {key!r} is not valid Unicode text") from None
     except (TypeError, ValueError) as error:
         raise ValueError(f"state value for {key!r} is not JSON: {error}") from None
