@@ -10,14 +10,16 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from itertools import pairwise
 from typing import Any
 
 import pytest
 import requests
 
-from baxo_mqtt.baxo.models import parse_history, parse_realtime
+from baxo_mqtt.baxo.models import BAXO_EPOCH_UNIX, parse_history, parse_realtime
 from baxo_mqtt.simulator import Fleet, SimulatorServer
 from tests.support.simhttp import (
+    NOON,
     PASSWORD,
     TIMEOUT_S,
     USER,
@@ -268,6 +270,58 @@ def test_history_paging_follows_next_without_credentials_in_it(
     assert rows == expected
     assert len(pages) == -(-len(expected) // 25)
     assert all(page.status_code == 200 for page in pages)
+
+
+def test_history_over_http_is_what_a_staggered_fleet_transmitted(
+    session: requests.Session,
+) -> None:
+    clock = FakeClock(NOON + 1000.5)
+    fleet = Fleet.generate(
+        devices=8,
+        tags=2,
+        seed=6,
+        password=PASSWORD,
+        clock=clock,
+        log_period_s=60,
+        transmit_period_s=600,
+        staggered=True,
+    )
+    contract_id = fleet.contracts()[0].id
+    devices = [device.id for device in fleet.devices(contract_id)]
+    baxo_now = int(clock.now) - BAXO_EPOCH_UNIX
+    with SimulatorServer(fleet) as simulator:
+        live = call(
+            session,
+            simulator.url,
+            get="devices-realtimes",
+            contractId=contract_id,
+            deviceIdentifiers=",".join(devices),
+        )
+        history = call(
+            session,
+            simulator.url,
+            get="devices-historics",
+            contractId=contract_id,
+            deviceIdentifiers=",".join(devices),
+            startTime=baxo_now - 3600,
+            endTime=baxo_now + 3600,
+        )
+
+    newest = {
+        (log["deviceIdentifiant"], log["tagReference"]): (log["timestamp"], log["value"])
+        for log in live.json()["logs"]
+    }
+    series = {
+        (entry["deviceIdentifier"], entry["tagReference"]): entry["logs"]
+        for entry in history.json()["historics"]
+    }
+    assert set(series) == set(newest)
+    for key, logs in series.items():
+        assert (logs[-1]["timestamp"], logs[-1]["value"]) == newest[key]
+        steps = {b["timestamp"] - a["timestamp"] for a, b in pairwise(logs)}
+        assert steps == {60}
+    assert len({timestamp for timestamp, _ in newest.values()}) > 2, "each device its own moment"
+    assert all(baxo_now - timestamp < 660 for timestamp, _ in newest.values())
 
 
 def test_a_write_answers_ok_and_changes_the_next_realtime_read(
@@ -587,4 +641,41 @@ def test_serve_prints_its_url_answers_and_exits_0_on_sigterm() -> None:
     assert line.rstrip().endswith("1 contracts, 5 devices, 4 tags")
     assert "(user demo@example.com, password demo)" in line
     assert response.status_code == 200
+    assert exit_code == 0
+
+
+@pytest.mark.slow
+def test_the_command_takes_the_log_and_transmit_periods() -> None:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "baxo_mqtt",
+            "simulator",
+            "--port",
+            "0",
+            "--log-period",
+            "30",
+            "--transmit-period",
+            "300",
+            "--staggered",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        process.send_signal(signal.SIGTERM)
+        exit_code = process.wait(timeout=TIMEOUT_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=TIMEOUT_S)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+    assert "a sample every 30 s, sent every 300 s" in line
     assert exit_code == 0
