@@ -25,7 +25,7 @@ from baxo_mqtt.bridge.catalog import Catalog, Filters, build_catalog
 from baxo_mqtt.bridge.events import DeviceListed, DiscoveryDone
 from baxo_mqtt.bridge.topics import TopicScheme
 from baxo_mqtt.outputs.history import NAMESPACE, HistoryOptions, HistoryStream
-from baxo_mqtt.simulator.server import SimulatorServer
+from baxo_mqtt.simulator import SimulatorServer
 from baxo_mqtt.state import StateDirectory
 from tests.support.broker import Broker
 from tests.support.waiting import wait_until
