@@ -275,12 +275,14 @@ class HistoryStream:
         self._stopping.set()
         with self._wake:
             self._wake.notify_all()
+        # The reader stops sending at once and waits a moment for what is in
+        # flight, so that a clean stop sends nothing twice at the next start.
+        if self._thread is not None:
+            self._thread.join(CLOSE_WAIT_S)
+        with self._lock:
             delivery = self._delivery
         if delivery is not None:
             delivery.cancel()
-        if self._thread is not None:
-            self._thread.join(CLOSE_WAIT_S)
-        if delivery is not None:
             self._apply(delivery)
         self._commit()
         self._closed = True
@@ -421,6 +423,8 @@ class HistoryStream:
         previous: tuple[str, str, int] | None = None
         # Sorted, so each tag's samples go out in increasing time whatever the API's order.
         for row in sorted(rows, key=lambda r: (r.device_id, r.tag, r.timestamp)):
+            if self._stopping.is_set():
+                break
             device_id, tag, raw, timestamp, source = row
             start = starts.get(device_id)
             if start is None or not tag or not selected(tag):

@@ -121,7 +121,9 @@ class Setup:
 def setup(
     tmp_path: Path, broker: Broker, make_simulator: Callable[..., SimulatorServer]
 ) -> Iterator[Setup]:
-    simulator = make_simulator(contracts=1, devices=3, tags=2, seed=3, history_step_s=STEP)
+    simulator = make_simulator(
+        contracts=1, devices=3, tags=2, seed=3, log_period_s=STEP, transmit_period_s=STEP
+    )
     watcher = Watcher(broker.port, "baxo/+/+/+/history")
     yield Setup(simulator, broker, tmp_path / "state", watcher)
     watcher.close()
@@ -286,3 +288,48 @@ def test_a_broker_outage_ends_with_the_missing_samples_published(setup: Setup) -
         assert stamps == sorted(stamps), f"{topic} out of order"
         span = set(range(min(stamps), max(stamps) + 1, STEP))
         assert span <= set(stamps), f"{topic} has a hole: {sorted(span - set(stamps))[:5]}"
+
+
+def test_a_late_backlog_goes_out_once_inside_the_overlap_and_never_behind_it(
+    setup: Setup,
+) -> None:
+    fleet = setup.simulator.fleet
+    now = int(fleet.clock()) - BAXO_EPOCH_UNIX
+    contract_id, device_id = next(iter(setup.catalog().entries))
+    recent = (now - 60, now - 40)  # inside the 120 s overlap once uploaded
+    old = (now - 500, now - 400)  # far behind it
+    fleet.withhold(contract_id, device_id, *recent)
+    fleet.withhold(contract_id, device_id, *old)
+    running = start_stream(setup)
+    try:
+        topics = [
+            f"baxo/{contract_id}/{device_id}/{tag}/history"
+            for tag in fleet.tags(contract_id, device_id)
+        ]
+
+        def caught_up() -> bool:
+            samples = setup.samples()
+            return all(max(samples.get(t, [0])) >= now for t in topics)
+
+        wait_until(caught_up, 20, "the catch-up past the withheld ranges")
+        for topic in topics:
+            got = set(setup.samples()[topic])
+            assert not got & set(range(recent[0], recent[1] + 1)), "withheld rows went out"
+        assert fleet.upload_backlog(contract_id, device_id) > 0
+
+        def recent_out() -> bool:
+            samples = setup.samples()
+            return all(
+                set(range(recent[0] + (-recent[0]) % STEP, recent[1] + 1, STEP)) <= set(samples[t])
+                for t in topics
+            )
+
+        wait_until(recent_out, 20, "the recent backlog published")
+        reads = len(setup.simulator.requests)
+        wait_until(lambda: len(setup.simulator.requests) > reads + 3, 20, "more reads")
+    finally:
+        running.stop()
+    for topic in topics:
+        stamps = setup.samples()[topic]
+        assert len(stamps) == len(set(stamps)), f"{topic}: a late row went out twice"
+        assert not set(stamps) & set(range(old[0], old[1] + 1)), "a row behind the overlap went out"
