@@ -40,8 +40,10 @@ from baxo_mqtt.bridge.topics import TopicScheme
 from baxo_mqtt.bridge.writer import Writer
 from baxo_mqtt.errors import ConfigError, MqttUnavailableError
 from baxo_mqtt.metrics import Health, Metrics, MetricsServer
+from baxo_mqtt.outputs.history import HistoryOptions, HistoryStream
 from baxo_mqtt.outputs.plain import PlainOptions, PlainTopics
-from baxo_mqtt.settings import Settings
+from baxo_mqtt.settings import Settings, tag_metadata_from
+from baxo_mqtt.state import StateDirectory, resolve_state_dir
 from baxo_mqtt.systemd import SystemdNotifier
 
 log = structlog.get_logger(__name__)
@@ -86,6 +88,22 @@ def plain_options_from(settings: Settings) -> PlainOptions:
     )
 
 
+def history_options_from(settings: Settings) -> HistoryOptions:
+    h = settings.history
+    filters = filters_from(settings)
+    literal = filters.literal_tags()
+    return HistoryOptions(
+        lookback_s=int(h.lookback_s),
+        interval_s=h.interval_s,
+        batch_size=h.batch_size,
+        overlap_s=int(h.overlap_s),
+        max_span_s=max(1, int(h.max_span_s)),
+        tag_metadata=tag_metadata_from(settings),
+        tag_selected=filters.tag_selected,
+        request_tags=tuple(literal) if literal is not None else None,
+    )
+
+
 class Bridge:
     """The running daemon: every part, and the order they start and stop in."""
 
@@ -119,6 +137,7 @@ class Bridge:
             on_message=self._on_message,
         )
         self.metrics.count_messages(self.link.counts)
+        self.state: StateDirectory | None = None  # opened only by an output that keeps state
         self.fanout = Fanout(self._outputs())
         self.poller = Poller(
             api=self.client,
@@ -148,7 +167,27 @@ class Bridge:
         if self.settings.publish.enabled:
             options = plain_options_from(self.settings)
             outputs.append(PlainTopics(self.scheme, options, self.link.publish))
+        if self.settings.history.stream:
+            outputs.append(self._history_stream())
         return outputs
+
+    def _state_directory(self) -> StateDirectory:
+        """The state directory, opened (and locked) on first use; ConfigError when in use."""
+        if self.state is None:
+            directory = resolve_state_dir(self.settings.state.dir)
+            self.state = StateDirectory.open(directory, self.settings.mqtt.effective_client_id)
+        return self.state
+
+    def _history_stream(self) -> HistoryStream:
+        return HistoryStream(
+            history_options_from(self.settings),
+            source=self.client,
+            store=self._state_directory(),
+            publish_acked=self.link.publish_acked,
+            count_published=self.metrics.history_samples_published.inc,
+            count_late=self.metrics.history_late_rows.inc,
+            set_lag=self.metrics.history_lag.set,
+        )
 
     # --- callbacks from other threads ------------------------------------------
 
@@ -230,6 +269,8 @@ class Bridge:
         self.notifier.stopping()
         self.writer.stop(timeout_s=WRITER_STOP_S)
         self.fanout.close()
+        if self.state is not None:
+            self.state.close()
         self.link.close()
         if self.metrics_server is not None:
             self.metrics_server.stop()
