@@ -62,6 +62,14 @@ log = structlog.get_logger(__name__)
 NAMESPACE = "history"
 #: How often the lag gauge is worked out (it walks every cursor).
 LAG_EVERY_S = 5.0
+#: The tag reference under which a device's own record is kept (no tag has an
+#: empty reference). Its ``newest`` is the time up to which every row of the
+#: device was read and acknowledged, so the next read begins ``overlap_s``
+#: before it: neither a tag first seen after a restart (it still begins where
+#: the device's catch-up stands, ``lookback_s`` back at the very first start)
+#: nor a tag that stopped reporting (it does not hold every read back) depends
+#: on the tags' own cursors.
+DEVICE_RECORD = ""
 #: The longest ``close`` waits for the reader thread before saving what is acknowledged.
 CLOSE_WAIT_S = 1.5
 
@@ -215,7 +223,6 @@ class HistoryStream:
         self._schedule = ReadSchedule(options.interval_s)
         self._entries: dict[DeviceKey, DeviceEntry] = {}
         self._cursors: dict[TagKey, TagCursor] = {}
-        self._device_tags: dict[DeviceKey, set[str]] = {}
         self._device_newest: dict[DeviceKey, int] = {}
         self._dirty: set[TagKey] = set()
         self._deleted: set[TagKey] = set()
@@ -298,7 +305,6 @@ class HistoryStream:
     def _adopt(self, key: TagKey, cursor: TagCursor) -> None:
         self._cursors[key] = cursor
         device = (key[0], key[1])
-        self._device_tags.setdefault(device, set()).add(key[2])
         if cursor.newest is not None and cursor.newest > self._device_newest.get(device, -1):
             self._device_newest[device] = cursor.newest
 
@@ -323,7 +329,7 @@ class HistoryStream:
                 self._entries.pop(device, None)
         selected = self._options.tag_selected
         for key, cursor in list(self._cursors.items()):
-            if (key[0], key[1]) in entries and selected(key[2]):
+            if (key[0], key[1]) in entries and (key[2] == DEVICE_RECORD or selected(key[2])):
                 if cursor.gone_since is not None:
                     cursor.gone_since = None
                     self._dirty.add(key)
@@ -332,19 +338,28 @@ class HistoryStream:
                 self._dirty.add(key)
             elif now - cursor.gone_since > self._options.keep_unselected_s:
                 del self._cursors[key]
-                self._device_tags.get((key[0], key[1]), set()).discard(key[2])
                 self._dirty.discard(key)
                 self._deleted.add(key)
 
     def _device_start(self, key: DeviceKey, now_baxo: int) -> int:
-        """Where a read of one device begins: the lowest start of its tags."""
-        overlap = self._options.overlap_s
-        starts = [
-            cursor.read_start(overlap)
-            for tag in self._device_tags.get(key, ())
-            if (cursor := self._cursors[(key[0], key[1], tag)]).gone_since is None
-        ]
-        return min(starts) if starts else now_baxo - self._options.lookback_s
+        """Where a read of one device begins: ``overlap_s`` before what it was read through."""
+        record_key = (key[0], key[1], DEVICE_RECORD)
+        record = self._cursors.get(record_key)
+        if record is None:
+            record = TagCursor(floor=now_baxo - self._options.lookback_s)
+            self._adopt(record_key, record)
+            self._dirty.add(record_key)
+        return record.read_start(self._options.overlap_s)
+
+    def _read_through(self, contract_id: str, device_ids: Iterable[str], upto: int) -> None:
+        """Every row of these devices up to ``upto`` was delivered and acknowledged."""
+        with self._lock:
+            for device_id in device_ids:
+                key = (contract_id, device_id, DEVICE_RECORD)
+                record = self._cursors.get(key)
+                if record is not None and (record.newest is None or record.newest < upto):
+                    record.newest = upto
+                    self._dirty.add(key)
 
     # --- the reader thread ------------------------------------------------------------
 
@@ -401,6 +416,7 @@ class HistoryStream:
                 for page in pages:
                     if self._stopping.is_set() or not self._deliver(contract_id, starts, page.rows):
                         return False
+                self._read_through(contract_id, asked, high)
         except BaxoError as error:
             if not self._api_failing:
                 log.warning("history read failing; retrying with backoff", error=str(error))
@@ -525,8 +541,10 @@ class HistoryStream:
         with self._lock:
             newest = [
                 cursor.newest
-                for cursor in self._cursors.values()
-                if cursor.gone_since is None and cursor.newest is not None
+                for key, cursor in self._cursors.items()
+                if cursor.gone_since is None
+                and cursor.newest is not None
+                and key[2] != DEVICE_RECORD
             ]
         if newest:
             self._lag_s = max(0.0, now - BAXO_EPOCH_UNIX - min(newest))

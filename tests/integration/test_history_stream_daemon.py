@@ -1,0 +1,141 @@
+"""The history stream of ``baxo-mqtt run``, as a process a user starts and kills.
+
+A subscriber on ``baxo/+/+/+/history`` is the consumer; the simulator's
+loggers record every 10 s. What the issue asks of the stream end to end:
+a clean restart sends nothing twice, ``kill -9`` in the middle of a catch-up
+loses nothing and re-sends only from the last recorded progress, byte for
+byte the same.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from baxo_mqtt.baxo.models import BAXO_EPOCH_UNIX
+from baxo_mqtt.simulator import SimulatorServer
+from tests.support.broker import Broker
+from tests.support.daemon import ConfigFor, MakeSimulator, StartDaemon
+from tests.support.waiting import wait_until
+from tests.support.watcher import Watcher
+
+STEP = 10
+
+pytestmark = pytest.mark.slow
+
+
+def history_config(
+    config_for: ConfigFor, simulator: SimulatorServer, state_dir: Path, lookback_s: int
+) -> Path:
+    return config_for(
+        simulator,
+        history={"stream": True, "lookback_s": lookback_s, "interval_s": 1, "overlap_s": 60},
+        state={"dir": str(state_dir)},
+        publish={"enabled": False},
+    )
+
+
+def by_topic(watcher: Watcher, start: int = 0) -> dict[str, list[tuple[int, bytes]]]:
+    seen: dict[str, list[tuple[int, bytes]]] = defaultdict(list)
+    for message in list(watcher.messages)[start:]:
+        seen[message.topic].append((json.loads(message.payload)["baxo_timestamp"], message.payload))
+    return seen
+
+
+def expected_topics(simulator: SimulatorServer) -> set[str]:
+    fleet = simulator.fleet
+    return {
+        f"baxo/{contract.id}/{device.id}/{tag}/history"
+        for contract in fleet.contracts()
+        for device in fleet.devices(contract.id)
+        for tag in fleet.tags(contract.id, device.id)
+    }
+
+
+def now_baxo(simulator: SimulatorServer) -> int:
+    return int(simulator.fleet.clock()) - BAXO_EPOCH_UNIX
+
+
+@pytest.fixture
+def simulator(make_simulator: MakeSimulator) -> SimulatorServer:
+    return make_simulator(
+        contracts=1, devices=3, tags=2, seed=8, log_period_s=STEP, transmit_period_s=STEP
+    )
+
+
+def caught_up(watcher: Watcher, topics: set[str], upto: int, start: int = 0) -> bool:
+    seen = by_topic(watcher, start)
+    return set(seen) == topics and all(max(t for t, _ in seen[topic]) >= upto for topic in topics)
+
+
+def test_a_clean_restart_sends_nothing_twice(
+    simulator: SimulatorServer,
+    config_for: ConfigFor,
+    start_daemon: StartDaemon,
+    broker: Broker,
+    tmp_path: Path,
+) -> None:
+    port = broker.port
+    watcher = Watcher(port, "baxo/+/+/+/history")
+    try:
+        config = history_config(config_for, simulator, tmp_path / "state", 300)
+        topics = expected_topics(simulator)
+        started = now_baxo(simulator)
+        first = start_daemon(config)
+        wait_until(lambda: caught_up(watcher, topics, started), 30, "the first catch-up")
+        assert first.terminate() == 0
+        second = start_daemon(config)
+        restarted = now_baxo(simulator)
+        wait_until(lambda: caught_up(watcher, topics, restarted + STEP), 40, "the second run")
+        assert second.terminate() == 0
+        for topic, samples in by_topic(watcher).items():
+            stamps = [t for t, _ in samples]
+            assert len(stamps) == len(set(stamps)), f"{topic}: a sample went out twice"
+            assert stamps == sorted(stamps)
+            # The daemon starts a moment after ``started``: its lookback may begin one step later.
+            first_stamp = started - 300 + (-(started - 300)) % STEP + STEP
+            assert set(range(first_stamp, max(stamps) + 1, STEP)) <= set(stamps), f"{topic}: gap"
+    finally:
+        watcher.close()
+
+
+def test_kill_9_mid_catch_up_loses_nothing_and_resends_only_recent_progress(
+    simulator: SimulatorServer,
+    config_for: ConfigFor,
+    start_daemon: StartDaemon,
+    broker: Broker,
+    tmp_path: Path,
+) -> None:
+    port = broker.port
+    watcher = Watcher(port, "baxo/+/+/+/history")
+    try:
+        lookback = 2 * 86400  # 17,280 samples per tag: a catch-up of several windows
+        config = history_config(config_for, simulator, tmp_path / "state", lookback)
+        topics = expected_topics(simulator)
+        started = now_baxo(simulator)
+        first = start_daemon(config)
+        wait_until(lambda: watcher.mark() > 5_000, 60, "the catch-up under way")
+        first.kill()
+        killed_at = watcher.mark()
+        second = start_daemon(config)
+        wait_until(lambda: caught_up(watcher, topics, started), 120, "the catch-up finished")
+        assert second.terminate() == 0
+        seen = by_topic(watcher)
+        delivered_before = killed_at  # messages the first run got out
+        resent = 0
+        for topic in topics:
+            stamps = [t for t, _ in seen[topic]]
+            first_stamp = started - lookback + (-(started - lookback)) % STEP + STEP
+            assert set(range(first_stamp, started + 1, STEP)) <= set(stamps), f"{topic}: a gap"
+            payloads: dict[int, bytes] = {}
+            for stamp, payload in seen[topic]:
+                assert payloads.setdefault(stamp, payload) == payload, "re-sent differently"
+            resent += len(stamps) - len(set(stamps))
+        # Re-sent only from the last recorded progress: a small share of what
+        # the first run had delivered, not the whole catch-up again.
+        assert resent < delivered_before / 2, (resent, delivered_before)
+    finally:
+        watcher.close()
