@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -139,3 +140,115 @@ def test_kill_9_mid_catch_up_loses_nothing_and_resends_only_recent_progress(
         assert resent < delivered_before / 2, (resent, delivered_before)
     finally:
         watcher.close()
+
+
+def stamps_of(messages: list[Any]) -> dict[str, list[int]]:
+    seen: dict[str, list[int]] = defaultdict(list)
+    for message in messages:
+        seen[message.topic].append(json.loads(message.payload)["baxo_timestamp"])
+    return seen
+
+
+def test_a_broker_outage_ends_with_every_missed_sample_published(
+    simulator: SimulatorServer,
+    config_for: ConfigFor,
+    start_daemon: StartDaemon,
+    broker: Broker,
+    tmp_path: Path,
+) -> None:
+    before = Watcher(broker.port, "baxo/+/+/+/history")
+    config = history_config(config_for, simulator, tmp_path / "state", 0)
+    topics = expected_topics(simulator)
+    daemon = start_daemon(config)
+    wait_until(lambda: set(stamps_of(before.messages)) == topics, 30, "live samples")
+    broker.stop()
+    stopped_at = now_baxo(simulator)
+    wait_until(
+        lambda: now_baxo(simulator) > stopped_at + 3 * STEP,
+        4 * STEP,
+        "samples recorded while the broker is down",
+        poll_s=0.2,
+    )
+    broker.start()
+    # Subscribed at once: the bridge reconnects with backoff, a second or more later.
+    after = Watcher(broker.port, "baxo/+/+/+/history")
+    back_at = now_baxo(simulator)
+    try:
+        wait_until(lambda: caught_up(after, topics, back_at - STEP), 60, "the missed samples")
+        assert daemon.terminate() == 0
+    finally:
+        before.close()
+        after.close()
+    first, second = stamps_of(before.messages), stamps_of(after.messages)
+    for topic in topics:
+        combined = set(first[topic]) | set(second[topic])
+        span = set(range(min(combined), max(combined) + 1, STEP))
+        assert span <= combined, f"{topic}: lost {sorted(span - combined)[:5]} in the outage"
+        assert min(second[topic]) <= stopped_at + STEP, f"{topic}: the outage was skipped"
+        assert second[topic] == sorted(second[topic])
+
+
+def test_an_api_failing_half_its_requests_loses_nothing(
+    simulator: SimulatorServer,
+    config_for: ConfigFor,
+    start_daemon: StartDaemon,
+    broker: Broker,
+    tmp_path: Path,
+) -> None:
+    simulator.faults.update({"error_rate": 0.3, "reset_rate": 0.1, "malformed_rate": 0.1})
+    watcher = Watcher(broker.port, "baxo/+/+/+/history")
+    try:
+        config = history_config(config_for, simulator, tmp_path / "state", 300)
+        topics = expected_topics(simulator)
+        started = now_baxo(simulator)
+        daemon = start_daemon(config)
+        wait_until(lambda: caught_up(watcher, topics, started), 90, "a catch-up through faults")
+        assert daemon.process.poll() is None, daemon.output()
+        assert daemon.terminate() == 0
+    finally:
+        watcher.close()
+    for topic, stamps in stamps_of(watcher.messages).items():
+        assert len(stamps) == len(set(stamps)), f"{topic}: a sample went out twice"
+        assert stamps == sorted(stamps)
+        first_stamp = started - 300 + (-(started - 300)) % STEP + STEP
+        assert set(range(first_stamp, max(stamps) + 1, STEP)) <= set(stamps), f"{topic}: gap"
+
+
+def test_a_late_backlog_goes_out_once_when_recent_and_never_when_older_than_the_overlap(
+    simulator: SimulatorServer,
+    config_for: ConfigFor,
+    start_daemon: StartDaemon,
+    broker: Broker,
+    tmp_path: Path,
+) -> None:
+    fleet = simulator.fleet
+    contract = fleet.contracts()[0].id
+    device = fleet.devices(contract)[0].id
+    now = now_baxo(simulator)
+    recent, old = (now - 30, now - 20), (now - 250, now - 200)
+    fleet.withhold(contract, device, *recent)
+    fleet.withhold(contract, device, *old)
+    watcher = Watcher(broker.port, "baxo/+/+/+/history")
+    try:
+        config = history_config(config_for, simulator, tmp_path / "state", 300)
+        topics = expected_topics(simulator)
+        daemon = start_daemon(config)
+        wait_until(lambda: caught_up(watcher, topics, now), 30, "the catch-up")
+        assert fleet.upload_backlog(contract, device) > 0
+        mine = [t for t in topics if f"/{contract}/{device}/" in t]
+        wanted = set(range(recent[0] + (-recent[0]) % STEP, recent[1] + 1, STEP))
+
+        def recent_out() -> bool:
+            seen = stamps_of(watcher.messages)
+            return all(wanted <= set(seen[topic]) for topic in mine)
+
+        wait_until(recent_out, 30, "the recent backlog published")
+        mark = watcher.mark()
+        wait_until(lambda: watcher.mark() > mark + 2 * len(topics), 30, "later reads")
+        assert daemon.terminate() == 0
+    finally:
+        watcher.close()
+    seen = stamps_of(watcher.messages)
+    for topic in mine:
+        assert len(seen[topic]) == len(set(seen[topic])), f"{topic}: a late row went out twice"
+        assert not set(seen[topic]) & set(range(old[0], old[1] + 1)), f"{topic}: a too-late row"
