@@ -224,6 +224,10 @@ class HistoryStream:
         self._entries: dict[DeviceKey, DeviceEntry] = {}
         self._cursors: dict[TagKey, TagCursor] = {}
         self._device_newest: dict[DeviceKey, int] = {}
+        self._device_tags: dict[DeviceKey, set[str]] = {}
+        # When each device last had a read reaching overlap_s back (monotonic
+        # in the stream's clock; not kept: the first read after a start is one).
+        self._overlap_read_at: dict[DeviceKey, float] = {}
         self._dirty: set[TagKey] = set()
         self._deleted: set[TagKey] = set()
         self._commit_lock = threading.Lock()
@@ -244,10 +248,15 @@ class HistoryStream:
             try:
                 key, cursor = decode_key(text), decode(document)
             except CursorDecodeError as error:
-                # Left in the state directory untouched, so nothing is lost;
-                # the tag starts afresh as if it had no cursor.
+                # Judged afresh from its device's progress instead: rows since
+                # the device's overlap may go out again, none is skipped. The
+                # record is replaced once the tag has new progress to save.
                 unreadable += 1
-                log.warning("history cursor unreadable; the tag starts afresh", error=str(error))
+                log.warning(
+                    "history cursor unreadable; its tag starts again from its device's progress",
+                    key=text[:120],
+                    error=str(error),
+                )
                 continue
             self._adopt(key, cursor)
         if unreadable:
@@ -305,6 +314,8 @@ class HistoryStream:
     def _adopt(self, key: TagKey, cursor: TagCursor) -> None:
         self._cursors[key] = cursor
         device = (key[0], key[1])
+        if key[2] != DEVICE_RECORD:
+            self._device_tags.setdefault(device, set()).add(key[2])
         if cursor.newest is not None and cursor.newest > self._device_newest.get(device, -1):
             self._device_newest[device] = cursor.newest
 
@@ -338,18 +349,38 @@ class HistoryStream:
                 self._dirty.add(key)
             elif now - cursor.gone_since > self._options.keep_unselected_s:
                 del self._cursors[key]
+                self._device_tags.get((key[0], key[1]), set()).discard(key[2])
                 self._dirty.discard(key)
                 self._deleted.add(key)
 
-    def _device_start(self, key: DeviceKey, now_baxo: int) -> int:
-        """Where a read of one device begins: ``overlap_s`` before what it was read through."""
+    def _device_start(self, key: DeviceKey, now_baxo: int, now: float) -> tuple[int, bool]:
+        """Where a read of one device begins, and whether it reaches ``overlap_s`` back.
+
+        At least every ``interval_s`` (and at the first read after a start) a
+        read begins ``overlap_s`` before the time the device was read through,
+        to find rows that showed up late. In between, a read prompted by new
+        realtime data begins just after the oldest newest sample of its tags:
+        what a logger transmits comes after what it transmitted before.
+        """
         record_key = (key[0], key[1], DEVICE_RECORD)
         record = self._cursors.get(record_key)
         if record is None:
             record = TagCursor(floor=now_baxo - self._options.lookback_s)
             self._adopt(record_key, record)
             self._dirty.add(record_key)
-        return record.read_start(self._options.overlap_s)
+        overlap_start = record.read_start(self._options.overlap_s)
+        last = self._overlap_read_at.get(key)
+        if record.newest is None or last is None or now - last >= self._options.interval_s:
+            return overlap_start, True
+        after_newest = [
+            cursor.floor if cursor.newest is None else cursor.newest + 1
+            for tag in self._device_tags.get(key, ())
+            if (cursor := self._cursors[(key[0], key[1], tag)]).gone_since is None
+        ]
+        if not after_newest:
+            return overlap_start, True
+        # A tag that stopped reporting holds reads back no further than the overlap.
+        return max(overlap_start, min(after_newest)), False
 
     def _read_through(self, contract_id: str, device_ids: Iterable[str], upto: int) -> None:
         """Every row of these devices up to ``upto`` was delivered and acknowledged."""
@@ -384,13 +415,16 @@ class HistoryStream:
                 self._stopping.wait(1.0)
 
     def _read(self, due: list[DeviceKey]) -> None:
-        now_baxo = int(self._clock()) - BAXO_EPOCH_UNIX
+        now = self._clock()
+        now_baxo = int(now) - BAXO_EPOCH_UNIX
         by_contract: dict[str, list[tuple[str, int]]] = {}
+        reaching_back: set[DeviceKey] = set()
         with self._lock:
             for key in due:
-                by_contract.setdefault(key[0], []).append(
-                    (key[1], self._device_start(key, now_baxo))
-                )
+                start, overlap = self._device_start(key, now_baxo, now)
+                by_contract.setdefault(key[0], []).append((key[1], start))
+                if overlap:
+                    reaching_back.add(key)
         size = max(1, self._options.batch_size)
         for contract_id, devices in by_contract.items():
             # Devices with close starts share a request, so that one far behind
@@ -403,7 +437,10 @@ class HistoryStream:
                 )
                 with self._lock:
                     for device_id, _start in batch:
-                        self._schedule.done((contract_id, device_id), self._clock(), ok=ok)
+                        key = (contract_id, device_id)
+                        self._schedule.done(key, self._clock(), ok=ok)
+                        if ok and key in reaching_back:
+                            self._overlap_read_at[key] = now
 
     def _read_batch(self, contract_id: str, starts: dict[str, int], end: int) -> bool:
         windows = plan_windows(min(starts.values()), end, self._options.max_span_s)

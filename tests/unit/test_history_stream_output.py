@@ -315,7 +315,8 @@ def test_late_rows_inside_the_overlap_go_out_once_older_ones_are_counted(
 ) -> None:
     now = baxo_now()
     source.record(DEVICE.id, ["TEMP"], now - 3000, now)
-    rig = rigs(source, overlap_s=900, lookback_s=3000)
+    # Reads reach overlap_s back at least every interval_s: here every second.
+    rig = rigs(source, overlap_s=900, lookback_s=3000, interval_s=1.0)
     rig.list_devices(DEVICE)
     wait_until(lambda: len(rig.broker.samples()) == len(source.rows[DEVICE.id]), 10, "samples")
     newest = max(rig.broker.samples("TEMP"))
@@ -450,3 +451,21 @@ def test_a_tag_first_seen_after_a_restart_still_begins_lookback_back(
     second.list_devices(DEVICE)
     b_rows = sorted(r.timestamp for r in source.rows[DEVICE.id] if r.tag == "B")
     wait_until(lambda: second.broker.samples("B") == b_rows, 10, "every sample of B")
+
+
+def test_reads_prompted_by_realtime_begin_after_the_newest_sample(
+    source: FakeHistory, rigs: Callable[..., Rig]
+) -> None:
+    now = baxo_now()
+    source.record(DEVICE.id, ["TEMP"], now - 3000, now - 600)
+    rig = rigs(source, overlap_s=3600, lookback_s=3000, interval_s=3600)
+    rig.list_devices(DEVICE)
+    count = len(source.rows[DEVICE.id])
+    wait_until(lambda: len(rig.broker.samples()) == count, 10, "the first catch-up")
+    assert source.requests[0][1] == pytest.approx(now - 3000, abs=2)
+    newest = max(rig.broker.samples())
+    source.record(DEVICE.id, ["TEMP"], now - 599, now)
+    entry = catalog_of(DEVICE).entries[(CONTRACT.id, DEVICE.id)]
+    rig.stream.handle(TagsChanged(entry, [Reading(DEVICE.id, "TEMP", "1", now)], {}))
+    wait_until(lambda: len(rig.broker.samples()) == len(source.rows[DEVICE.id]), 10, "the rest")
+    assert source.requests[-1][1] == newest + 1  # not the whole overlap again
