@@ -109,6 +109,19 @@ def test_no_build_tool_or_source_reaches_the_image(image: str, containers: Conta
     assert "baxo-mqtt" in listing.splitlines()
 
 
+def test_the_installed_package_carries_its_type_hints(image: str, containers: Containers) -> None:
+    # py.typed is package data (pyproject.toml): only a wheel built from the tree shows it.
+    found = containers.run(
+        "--rm",
+        "--entrypoint=python3",
+        image,
+        "-c",
+        "import importlib.resources as r; print((r.files('baxo_mqtt') / 'py.typed').is_file())",
+        detach=False,
+    )
+    assert found == "True"
+
+
 @pytest.fixture
 def bridge_environment(
     broker: Broker, simulator: SimulatorServer, tmp_path: Path
