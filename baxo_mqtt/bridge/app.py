@@ -52,6 +52,12 @@ class LiveDirectory:
     def device_for_segment(self, contract_id: str, segment: str) -> str | None:
         return self._poller.catalog.device_for_segment(contract_id, segment)
 
+    def knows_contract(self, contract_id: str) -> bool:
+        return contract_id in self._poller.catalog.contracts
+
+    def knows_device(self, contract_id: str, device_id: str) -> bool:
+        return (contract_id, device_id) in self._poller.catalog.entries
+
     def knows_tag(self, contract_id: str, device_id: str, tag: str) -> bool:
         return self._poller.store.knows_tag(contract_id, device_id, tag)
 
