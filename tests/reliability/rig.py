@@ -9,6 +9,7 @@ scenario; ``scenarios.py`` composes these.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -101,6 +102,18 @@ class SimulatorProcess:
             if knob.endswith("_rate"):
                 defaults[knob] = 0.0
         self.set_faults(**{k: v for k, v in defaults.items() if k in self.fault_knobs()})
+
+    def faults_served(self) -> dict[str, int]:
+        """Requests each fault answered, by kind; empty for a simulator that does not count."""
+        try:
+            served: dict[str, int] = self.control("GET", "faults/served")
+        except requests.HTTPError:
+            return {}
+        return served
+
+    def forget_faults_served(self) -> None:
+        with contextlib.suppress(requests.HTTPError):
+            self.control("DELETE", "faults/served")
 
     def set_value(self, tag: Tag, value: str) -> None:
         body = {"contract": tag.contract, "device": tag.device, "tag": tag.tag, "value": value}

@@ -219,11 +219,13 @@ def slope_per_hour(samples: Sequence[tuple[float, float]]) -> float:
     return slope * 3600
 
 
-def storm_mix(knobs: set[str]) -> dict[str, float]:
+def storm_mix(knobs: set[str]) -> dict[str, object]:
     """Half of all requests failing, shared among every failure the simulator can serve."""
     failures = ("error_rate", "malformed_rate", "rate_limited_rate", "reset_rate", "hang_rate")
     kinds = [kind for kind in failures if kind in knobs]
-    mix: dict[str, float] = dict.fromkeys(kinds, round(0.5 / len(kinds), 3))
+    mix: dict[str, object] = dict.fromkeys(kinds, round(0.5 / len(kinds), 3))
+    if "error_statuses" in knobs:
+        mix["error_statuses"] = [500, 502, 503, 504]
     if "hang_s" in knobs:
         mix["hang_s"] = 6.0  # past the daemon's 5 s timeout (tests.support.daemon)
     return mix
@@ -281,6 +283,7 @@ def api_storm(world: Rig, scale: Scale, record: Record) -> None:
     mix = storm_mix(world.simulator.fault_knobs())
     rss_start = rss_mb(daemon.process.pid)
     world.simulator.control("DELETE", "requests")
+    world.simulator.forget_faults_served()
     world.simulator.set_faults(**mix)
     ends = time.monotonic() + scale.storm_s
     round_ = 0
@@ -290,6 +293,7 @@ def api_storm(world: Rig, scale: Scale, record: Record) -> None:
         # The values move at this pace on purpose: a few polls see each round.
         time.sleep(min(2.0, max(0.0, ends - time.monotonic())))
     statuses = Counter(str(r["status"]) for r in world.simulator.requests())
+    served_faults = world.simulator.faults_served()
     world.simulator.clear_faults()
     final = pin_values(world, tags, round_ + 1)
     try:
@@ -310,6 +314,8 @@ def api_storm(world: Rig, scale: Scale, record: Record) -> None:
     record.figure("seconds", scale.storm_s)
     record.figure("requests", sum(statuses.values()))
     record.figure("statuses", ",".join(f"{k}:{v}" for k, v in sorted(statuses.items())))
+    if served_faults:
+        record.figure("served", ",".join(f"{k}:{v}" for k, v in sorted(served_faults.items()) if v))
     record.figure("invented", len(invented))
     record.figure("recovery_s", recovery)
     record.figure("rss_growth_mb", growth)
