@@ -109,23 +109,25 @@ class SparkplugLink:
     def restart(self, death: tuple[str, bytes], timeout_s: float = 2.0) -> None:
         """End this session with its NDEATH and begin a new one (with the next bdSeq)."""
         with self._lock:
-            self._say_death(death, timeout_s)
-            self._closing = True
-            self._client.disconnect()
-            self._client.loop_stop()
-            self._connected = False
+            self._end_session(death, timeout_s)
         self._on_disconnected()
         self.start()
 
     def close(self, death: tuple[str, bytes], timeout_s: float = 2.0) -> bool:
         """NDEATH (when connected), a clean DISCONNECT, the thread stopped; True if NDEATH went."""
         with self._lock:
-            said = self._say_death(death, timeout_s)
-            self._closing = True
-            self._client.disconnect()
-            self._client.loop_stop()
-            self._connected = False
-            return said
+            return self._end_session(death, timeout_s)
+
+    def _end_session(self, death: tuple[str, bytes], timeout_s: float) -> bool:
+        said = self._say_death(death, timeout_s)
+        self._closing = True
+        self._client.disconnect()
+        self._client.loop_stop()
+        # paho's loop_start makes a new wake-up socket pair each time and never
+        # closes the old one; close it here so a restart leaks no sockets.
+        self._client._reset_sockets(sockpair_only=True)
+        self._connected = False
+        return said
 
     def _say_death(self, death: tuple[str, bytes], timeout_s: float) -> bool:
         if not self._connected:
