@@ -8,8 +8,10 @@ NDEATH, whose ``bdSeq`` changes at every connection. So:
   returns the next NDEATH, whose bdSeq the node has already stored;
 * every CONNECT is a clean start (``clean_start=True``, not paho's "first
   only"), so no session, and no command queued for an old one, survives;
-* a clean stop publishes the NDEATH itself (QoS 1, waited for) before the
-  DISCONNECT, since a normal DISCONNECT makes the broker drop the will.
+* a clean stop publishes the NDEATH itself (QoS 1, waited for), then sends
+  DISCONNECT with reason code 4, "disconnect with will message", which
+  Sparkplug 3.0 requires of an MQTT v5 edge node: a host that missed the
+  first NDEATH gets the will (the same bdSeq, so a duplicate is harmless).
 
 As in ``bridge/mqtt.py``, paho's callbacks only record and hand off: the
 node's own thread does the work.
@@ -27,6 +29,7 @@ from typing import Any
 import paho.mqtt.client as paho
 import structlog
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -39,6 +42,7 @@ log = structlog.get_logger(__name__)
 #: Sparkplug sends NDEATH at QoS 1 and subscribes to commands and STATE at QoS 1.
 DEATH_QOS = 1
 SUBSCRIBE_QOS = 1
+_WITH_WILL = ReasonCode(PacketTypes.DISCONNECT, identifier=4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +125,7 @@ class SparkplugLink:
     def _end_session(self, death: tuple[str, bytes], timeout_s: float) -> bool:
         said = self._say_death(death, timeout_s)
         self._closing = True
-        self._client.disconnect()
+        self._client.disconnect(reasoncode=_WITH_WILL)
         self._client.loop_stop()
         # paho's loop_start makes a new wake-up socket pair each time and never
         # closes the old one; close it here so a restart leaks no sockets.

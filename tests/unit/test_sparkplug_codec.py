@@ -106,7 +106,8 @@ def test_arbitrary_bytes_as_a_command_raise_only_a_decode_error(data: bytes) -> 
 @settings(deadline=None)  # a shared machine: time is not the property
 @given(bd_seq=st.integers(0, 255), timestamp=UINT64)
 def test_nbirth_carries_seq_0_bdseq_and_rebirth_false(bd_seq: int, timestamp: int) -> None:
-    # [tck-id-payloads-nbirth-seq] [tck-id-payloads-nbirth-bdseq]
+    # [tck-id-payloads-nbirth-seq] [tck-id-payloads-sequence-num-zero-nbirth]
+    # [tck-id-payloads-nbirth-bdseq]
     # [tck-id-payloads-nbirth-rebirth-req]
     payload = codec.decode_payload(codec.encode_nbirth(timestamp, 0, bd_seq))
     assert payload.seq == 0

@@ -114,7 +114,8 @@ def node() -> EdgeNode:
 
 
 def test_births_are_nbirth_with_seq_0_then_one_dbirth_per_online_device(node: EdgeNode) -> None:
-    # [tck-id-payloads-nbirth-seq] [tck-id-topics-nbirth-mqtt] [tck-id-topics-dbirth-mqtt]
+    # [tck-id-payloads-sequence-num-zero-nbirth] [tck-id-payloads-nbirth-qos]
+    # [tck-id-payloads-dbirth-order] [tck-id-payloads-dbirth-qos] [tck-id-payloads-dbirth-seq-inc]
     out = born(node, {BOILER: {"TEMP": ("21.5", 100, False)}, PUMP: {"ON": ("yes", 101, False)}})
     assert [(m.topic, m.kind, m.qos) for m in out] == [
         ("spBv1.0/G/NBIRTH/node", "NBIRTH", 0),
@@ -129,7 +130,10 @@ def test_births_are_nbirth_with_seq_0_then_one_dbirth_per_online_device(node: Ed
     assert temp.timestamp_ms == unix_ms(100)
     (on,) = decoded(out[2]).metrics
     assert (on.name, on.datatype, on.value) == ("ON", DataType.STRING, "yes")
-    assert temp.alias != on.alias
+    # [tck-id-payloads-alias-birth-requirement] [tck-id-payloads-alias-uniqueness]
+    births = [metric for message in out for metric in decoded(message).metrics]
+    assert all(m.name is not None and m.alias is not None for m in births)
+    assert len({m.alias for m in births}) == len(births)
 
 
 def test_nbirth_repeats_the_bdseq_of_the_will_and_each_connection_takes_the_next() -> None:
@@ -162,6 +166,8 @@ def test_no_data_goes_out_before_the_births(node: EdgeNode) -> None:
 
 
 def test_ddata_carries_only_the_changed_metrics_by_alias(node: EdgeNode) -> None:
+    # [tck-id-payloads-alias-data-cmd-requirement] [tck-id-payloads-metric-datatype-not-req]
+    # [tck-id-payloads-ddata-qos] [tck-id-payloads-ddata-seq-inc]
     out = born(node, {BOILER: {"A": ("1", 1, False), "B": ("2", 1, False)}})
     aliases = {m.name: m.alias for m in decoded(out[1]).metrics}
     (ddata,) = node.handle(changed(BOILER, ("B", "3.5", 2)))
@@ -216,6 +222,8 @@ def test_datatypes_and_aliases_are_kept_across_a_restart(tmp_path: Path) -> None
 
 
 def test_a_value_that_no_longer_fits_goes_out_null_with_bad_quality(node: EdgeNode) -> None:
+    # [tck-id-payloads-propertyset-quality-value-type]
+    # [tck-id-payloads-propertyset-quality-value-value]
     born(node, {BOILER: {"T": ("20", 1, False)}})
     (bad,) = node.handle(changed(BOILER, ("T", "ERR", 2)))
     metric = decoded(bad).metrics[0]
@@ -265,6 +273,21 @@ def test_seq_wraps_from_255_to_0_and_nbirth_starts_again_at_0(node: EdgeNode) ->
     assert seqs[:3] == [2, 3, 4]
     assert seqs[253:256] == [255, 0, 1]
     assert decoded(node.births(snapshot({BOILER: {"T": ("0", 0, False)}}))[0]).seq == 0
+
+
+def test_a_rebirth_request_stops_data_until_the_births() -> None:
+    # [tck-id-operational-behavior-data-commands-rebirth-action-1]
+    # [tck-id-operational-behavior-data-commands-rebirth-action-2]
+    # [tck-id-operational-behavior-data-commands-rebirth-action-3]
+    node = make_node()
+    first = born(node, {BOILER: {"T": ("0", 0, False)}})
+    assert node.want_rebirth()
+    assert node.handle(changed(BOILER, ("T", "1", 1))) == []
+    again = node.births(snapshot({BOILER: {"T": ("1", 1, False)}}))
+    assert [m.kind for m in again] == ["NBIRTH", "DBIRTH"]
+    assert decoded(again[0]).metrics[0] == decoded(first[0]).metrics[0]  # the same bdSeq
+    assert decoded(again[1]).metrics[0].value == 1.0
+    assert [m.kind for m in node.handle(changed(BOILER, ("T", "2", 2)))] == ["DDATA"]
 
 
 def test_rebirth_requests_within_a_second_are_one() -> None:

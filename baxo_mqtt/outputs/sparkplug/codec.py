@@ -26,9 +26,12 @@ from baxo_mqtt.outputs.sparkplug import sparkplug_b_pb2 as pb
 
 MetricValue = bool | int | float | str | bytes | None
 
-#: Names of the node-level metrics every edge node has.
+#: Names of the node-level metrics every edge node has, and their aliases: a
+#: birth gives every metric a name and an alias, and tag aliases start above these.
 BD_SEQ = "bdSeq"
 REBIRTH = "Node Control/Rebirth"
+BD_SEQ_ALIAS = 1
+REBIRTH_ALIAS = 2
 
 
 class DataType(IntEnum):
@@ -179,8 +182,8 @@ def encode_payload(payload: Payload, *, with_datatypes: bool = True) -> bytes:
 def node_metrics(bd_seq: int, timestamp_ms: int) -> tuple[Metric, ...]:
     """The metrics of NBIRTH: ``bdSeq`` and ``Node Control/Rebirth`` = false."""
     return (
-        Metric(name=BD_SEQ, timestamp_ms=timestamp_ms, datatype=DataType.INT64, value=bd_seq),
-        Metric(name=REBIRTH, timestamp_ms=timestamp_ms, datatype=DataType.BOOLEAN, value=False),
+        Metric(BD_SEQ, BD_SEQ_ALIAS, timestamp_ms, DataType.INT64, bd_seq),
+        Metric(REBIRTH, REBIRTH_ALIAS, timestamp_ms, DataType.BOOLEAN, False),
     )
 
 

@@ -110,7 +110,8 @@ class MetricMemory:
                 log.warning("ignoring an unreadable saved Sparkplug metric", key=key)
                 continue
             self.metrics[found[0]] = found[1]
-        self.next_alias = max((alias for alias, _ in self.metrics.values()), default=0) + 1
+        taken = (alias for alias, _ in self.metrics.values())
+        self.next_alias = max(taken, default=codec.REBIRTH_ALIAS) + 1
 
     def save_bd_seq(self, bd_seq: int) -> None:
         self._save(NODE_NAMESPACE, {"bdSeq": bd_seq})
@@ -576,7 +577,11 @@ class EdgeNode:
         return None
 
     def want_rebirth(self) -> bool:
-        """A rebirth was asked for: True when it should happen (not merged into the last)."""
+        """A rebirth was asked for: True when it should happen (not merged into the last).
+
+        From here until the births no DATA goes out: a host that asked has
+        lost track, and data it cannot place is worse than none.
+        """
         now = self._now_ms()
         if self._last_rebirth_ms is not None and now - self._last_rebirth_ms < REBIRTH_MERGE_MS:
             return False
@@ -584,4 +589,7 @@ class EdgeNode:
             return False
         self._last_rebirth_ms = now
         self._rebirth_pending = True
+        self.births_out = False
+        for device in self._devices.values():
+            device.born = False
         return True
