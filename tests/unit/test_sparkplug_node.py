@@ -401,6 +401,44 @@ def test_two_devices_with_one_sparkplug_name_are_refused() -> None:
     assert "would share the Sparkplug device id 'Same'" in problems[0]
 
 
+def test_a_renamed_device_dies_under_its_old_name_and_is_born_under_the_new() -> None:
+    node = make_node(
+        options=SparkplugOptions(group_id="G", edge_node_id="n", device_id="{device_name}")
+    )
+    born(node, {BOILER: {"T": ("1", 1, False)}})
+    renamed = entry(Device(BOILER.id, "Kettle"))
+    death, birth = node.handle(DeviceListed(renamed, entry(BOILER)))
+    assert (death.kind, death.topic) == ("DDEATH", "spBv1.0/G/DDEATH/n/Boiler")
+    assert (birth.kind, birth.topic) == ("DBIRTH", "spBv1.0/G/DBIRTH/n/Kettle")
+    outcome = node.command(
+        command("spBv1.0/G/DCMD/n/Kettle", Metric(name="T", datatype=DataType.DOUBLE, value=2.0))
+    )
+    assert outcome.writes == [WriteRequest("C1", "D1", "T", "2")]
+
+
+def test_sparkplug_ids_must_be_topic_levels() -> None:
+    assert naming.id_problem("BAXO", "sparkplug.group_id") is None
+    assert "must not be empty" in (naming.id_problem("", "sparkplug.group_id") or "")
+    assert "contains + /" in (naming.id_problem("a/b+c", "sparkplug.edge_node_id") or "")
+
+
+@settings(deadline=None)
+@given(st.binary(max_size=120), st.sampled_from(["spBv1.0/G/NCMD/node", "spBv1.0/G/DCMD/node/D1"]))
+def test_any_bytes_on_a_command_topic_give_an_outcome_never_an_exception(
+    payload: bytes, topic: str
+) -> None:
+    node = make_node()
+    born(node, {BOILER: {"SP": ("20", 1, False), "MODE": ("a", 1, False)}})
+    outcome = node.command(IncomingMessage(topic, payload, False))
+    for write in outcome.writes:  # only what a valid command could ask for
+        assert (write.contract_id, write.device_id, write.tag) in {
+            ("C1", "D1", "SP"),
+            ("C1", "D1", "MODE"),
+        }
+    if outcome.rebirth:
+        assert topic.endswith("NCMD/node")
+
+
 def test_device_names_escape_topic_characters_and_templates_are_checked() -> None:
     odd = entry(Device("D/1", "A+B#"))
     assert naming.device_name("{device_id}_{device_name}", odd) == "D%2F1_A%2BB%23"

@@ -31,6 +31,16 @@ FIXED_DATATYPES = {
 _META_FOR = {datatype: TagMeta(type=kind) for kind, datatype in FIXED_DATATYPES.items()}  # type: ignore[arg-type]
 
 
+def id_problem(value: str, setting: str) -> str | None:
+    """Why a Sparkplug id (group, edge node, host) cannot be a topic level, or None."""
+    if not value:
+        return f"{setting} must not be empty"
+    bad = sorted({ch for ch in value if ch in "/+#\x00"})
+    if bad:
+        return f"{setting} {value!r} contains {' '.join(bad)}, which cannot be in a topic level"
+    return None
+
+
 def template_problem(template: str) -> str | None:
     """Why ``template`` cannot name devices, or None."""
     try:

@@ -442,8 +442,19 @@ class EdgeNode:
         if device is None:
             self._absorb_entry(entry)
             return []
+        out: list[Outgoing] = []
+        name = naming.device_name(self._options.device_id, entry)
+        if name != device.name:  # renamed (a {device_name} template): a new Sparkplug device
+            if name in self._by_name:
+                log.error("Sparkplug device left out: its device id is taken", device_id=name)
+                return self._device_gone(entry)
+            if device.born and self.births_out:
+                out.append(self._ddeath(device))
+            self._by_name.pop(device.name, None)
+            device.name = name
+            self._by_name[name] = key
         device.entry = entry
-        return self._follow_life(device)
+        return out + self._follow_life(device)
 
     def _device_gone(self, entry: DeviceEntry) -> list[Outgoing]:
         device = self._devices.pop((entry.contract.id, entry.device.id), None)
