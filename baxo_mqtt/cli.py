@@ -85,11 +85,26 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--tags", type=int, default=4, help="tags per device")
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument(
+        "--log-period",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds between two samples of a device's tags (default 60; 0: every read "
+        "is a new sample)",
+    )
+    sim.add_argument(
+        "--transmit-period",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds between two transmissions of a device (default: the log period)",
+    )
+    sim.add_argument(
         "--value-period",
         type=float,
-        default=10.0,
+        default=None,
         metavar="S",
-        help="seconds between value changes (0: every read changes)",
+        help="sets both periods at once (0: every read changes)",
     )
     sim.add_argument(
         "--latency", type=float, default=0.0, metavar="S", help="added latency per API request"
@@ -104,8 +119,8 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--staggered",
         action="store_true",
-        help="each device changes at its own moment within the value period, as real "
-        "loggers transmitting on their own schedules do",
+        help="each device samples and transmits at its own moment in the period, as real "
+        "loggers on their own schedules do",
     )
     sim.add_argument("--page-size", type=int, default=10_000, help="history rows per page")
     sim.add_argument("--username", default="demo@example.com")
@@ -130,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command: str = args.command
     if command == "simulator":
-        from baxo_mqtt.simulator.server import serve
+        from baxo_mqtt.simulator.http import serve
 
         return serve(
             host=args.host,
@@ -140,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             tags=args.tags,
             seed=args.seed,
             value_period_s=args.value_period,
+            log_period_s=args.log_period,
+            transmit_period_s=args.transmit_period,
             latency_s=args.latency,
             error_rate=args.error_rate,
             username=args.username,

@@ -39,8 +39,9 @@ from baxo_mqtt.errors import (
     BaxoTimeoutError,
     BaxoTransportError,
 )
+from baxo_mqtt.simulator.control import Faults, RecordedRequest
 from baxo_mqtt.simulator.fleet import Fleet
-from baxo_mqtt.simulator.server import Faults, RecordedRequest, SimulatorServer
+from baxo_mqtt.simulator.http import SimulatorServer
 
 USERNAME = "demo@example.com"
 # Characters that form-encoding changes, so an encoded leak would be caught too.

@@ -29,7 +29,7 @@ from baxo_mqtt.baxo.models import (
     parse_iso_time,
 )
 from baxo_mqtt.errors import BaxoAuthError
-from baxo_mqtt.simulator.server import SimulatorServer
+from baxo_mqtt.simulator.http import SimulatorServer
 
 PASSWORD = "export-secret"
 START = "2019-01-01T00:00:00Z"

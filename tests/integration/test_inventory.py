@@ -19,7 +19,7 @@ from baxo_mqtt.baxo.inventory import (
     render_table,
 )
 from baxo_mqtt.baxo.models import Contract, Device, Reading
-from baxo_mqtt.simulator.server import SimulatorServer
+from baxo_mqtt.simulator.http import SimulatorServer
 
 
 @dataclass(frozen=True)

@@ -414,7 +414,7 @@ def test_fleet_repr_does_not_show_the_password() -> None:
 
 
 def history_fleet() -> Fleet:
-    return Fleet.generate(devices=3, tags=4, seed=5, history_step_s=60, clock=FakeClock())
+    return Fleet.generate(devices=3, tags=4, seed=5, log_period_s=60, clock=FakeClock())
 
 
 def test_history_has_one_row_per_tag_per_step_in_order() -> None:
