@@ -35,7 +35,7 @@ from baxo_mqtt.outputs.sparkplug.options import BrokerOptions, SparkplugOptions
 from baxo_mqtt.outputs.sparkplug.output import SparkplugOutput
 from baxo_mqtt.ports import free_port
 from baxo_mqtt.settings import BaxoSettings
-from baxo_mqtt.simulator.server import SimulatorServer
+from baxo_mqtt.simulator.http import SimulatorServer
 from baxo_mqtt.state import StateDirectory
 from tests.support.broker import Broker
 from tests.support.waiting import wait_until
