@@ -6,8 +6,9 @@ Exit codes: 0 success, 1 runtime failure, 2 bad configuration or arguments.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from baxo_mqtt import __version__
@@ -171,10 +172,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             broker=args.broker, interval_s=args.interval, metrics_port=args.metrics_port
         )
     if command == "check-config":
-        from baxo_mqtt.settings import check_config_command
-
         return check_config_command(args.config)
     return _with_settings(command, args)
+
+
+def check_config_command(cli_path: str | None, environ: Mapping[str, str] | None = None) -> int:
+    """``baxo-mqtt check-config``: print the effective configuration, or every problem.
+
+    Returns the exit code: 0 when the configuration is valid, 2 when it is not.
+    """
+    from baxo_mqtt.settings import load_settings, render_effective, resolve_config_path
+
+    environ = os.environ if environ is None else environ
+    try:
+        settings = load_settings(cli_path, environ)
+    except ConfigError as error:
+        return report_config_error(error)
+    sys.stdout.write(render_effective(settings))
+    path = resolve_config_path(cli_path, environ)
+    print(f"configuration OK ({path if path is not None else 'environment only'})", file=sys.stderr)
+    return 0
 
 
 def _with_settings(command: str, args: argparse.Namespace) -> int:
@@ -211,7 +228,7 @@ def _api_tool(command: str, args: argparse.Namespace, settings: Settings) -> int
         if command == "discover":
             from baxo_mqtt.baxo.inventory import collect_inventory, render_json, render_table
 
-            inventory = collect_inventory(client)
+            inventory = collect_inventory(client, settings.poll.batch_size)
             sys.stdout.write(render_json(inventory) if args.json else render_table(inventory))
             return 0
         if command == "history":
