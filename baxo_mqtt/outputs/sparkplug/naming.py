@@ -1,7 +1,8 @@
 """Pure: Sparkplug topics and device names, and a tag's metric datatype and value.
 
-A Sparkplug device is named by the ``sparkplug.device_id`` template; the
-characters that would break a topic are escaped as in the plain topics
+A Sparkplug device is named by the ``sparkplug.device_id`` template (whose
+placeholders ``settings.py`` checks); the characters of the values put in
+that would break a topic are escaped as in the plain topics
 (``bridge/topics.py``). Two BAXO devices that would share a name are a
 configuration problem, reported like a topic clash.
 """
@@ -9,7 +10,6 @@ configuration problem, reported like a topic clash.
 from __future__ import annotations
 
 import math
-import string
 from collections.abc import Iterable
 
 from baxo_mqtt.bridge.catalog import DeviceEntry
@@ -18,7 +18,6 @@ from baxo_mqtt.bridge.topics import escape_segment
 from baxo_mqtt.outputs.sparkplug.codec import DataType
 
 NAMESPACE = "spBv1.0"
-PLACEHOLDERS = frozenset({"contract_id", "contract_reference", "device_id", "device_name"})
 
 #: The datatypes a BAXO tag can have, by the ``[[tags]]`` ``type`` that fixes one.
 FIXED_DATATYPES = {
@@ -29,31 +28,6 @@ FIXED_DATATYPES = {
 }
 #: What ``typed_value`` is asked for, to read a raw value as each datatype.
 _META_FOR = {datatype: TagMeta(type=kind) for kind, datatype in FIXED_DATATYPES.items()}  # type: ignore[arg-type]
-
-
-def id_problem(value: str, setting: str) -> str | None:
-    """Why a Sparkplug id (group, edge node, host) cannot be a topic level, or None."""
-    if not value:
-        return f"{setting} must not be empty"
-    bad = sorted({ch for ch in value if ch in "/+#\x00"})
-    if bad:
-        return f"{setting} {value!r} contains {' '.join(bad)}, which cannot be in a topic level"
-    return None
-
-
-def template_problem(template: str) -> str | None:
-    """Why ``template`` cannot name devices, or None."""
-    try:
-        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
-    except ValueError as error:
-        return f"sparkplug.device_id {template!r} is not a valid template: {error}"
-    unknown = sorted(set(fields) - PLACEHOLDERS)
-    if unknown:
-        allowed = ", ".join("{" + p + "}" for p in sorted(PLACEHOLDERS))
-        return f"sparkplug.device_id uses unknown placeholder(s) {unknown}; allowed: {allowed}"
-    if not fields:
-        return "sparkplug.device_id must contain a placeholder, or every device gets one name"
-    return None
 
 
 def device_name(template: str, entry: DeviceEntry) -> str:
