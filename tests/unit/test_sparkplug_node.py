@@ -380,6 +380,11 @@ def test_births_wait_for_the_primary_host_and_follow_its_state() -> None:
     node.begin_connection()
     assert not node.connected()
     assert node.host_state(b'{"online": true, "timestamp": 12}') == "online"
+    assert node.host_state(b'{"online": true, "timestamp": 12}') is None  # once is enough
+    node.disconnected()
+    node.begin_connection()
+    assert not node.connected()  # a new session waits for the (retained) STATE again
+    assert node.host_state(b'{"online": true, "timestamp": 12}') == "online"
 
 
 def test_history_goes_out_as_historical_ddata_oldest_first_in_batches(node: EdgeNode) -> None:

@@ -230,11 +230,18 @@ class EdgeNode:
         return topic, codec.encode_ndeath(self.bd_seq, self._now_ms())
 
     def connected(self) -> bool:
-        """The CONNACK came; True when births may go now (ask for a snapshot)."""
+        """The CONNACK came; True when births may go now (ask for a snapshot).
+
+        With a primary host, every session waits for its STATE anew: the host
+        may have gone while we were away, and the broker hands us the retained
+        STATE as soon as we subscribe.
+        """
         self.connected_now = True
         self.births_out = False
         for device in self._devices.values():
             device.born = False
+        if self._options.primary_host_id:
+            self._host_online = False
         return self._host_online
 
     def disconnected(self) -> None:
@@ -260,7 +267,7 @@ class EdgeNode:
         self._host_timestamp = timestamp
         was_online, self._host_online = self._host_online, online
         if online:
-            return "online" if not self.births_out else None
+            return "online" if not was_online and self.connected_now else None
         return "offline" if was_online and self.connected_now else None
 
     # --- births ----------------------------------------------------------------
