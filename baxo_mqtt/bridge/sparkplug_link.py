@@ -23,7 +23,6 @@ import contextlib
 import ssl
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -35,6 +34,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from baxo_mqtt.bridge.messages import IncomingMessage
+from baxo_mqtt.bridge.mqtt import Subscription
 from baxo_mqtt.outputs.sparkplug.options import BrokerOptions
 
 log = structlog.get_logger(__name__)
@@ -45,21 +45,13 @@ SUBSCRIBE_QOS = 1
 _WITH_WILL = ReasonCode(PacketTypes.DISCONNECT, identifier=4)
 
 
-@dataclass(frozen=True, slots=True)
-class LinkSubscription:
-    """``commands``: retained messages there are not wanted (retain handling 2)."""
-
-    topic_filter: str
-    commands: bool = True
-
-
 class SparkplugLink:
     def __init__(
         self,
         broker: BrokerOptions,
         *,
         will: Callable[[], tuple[str, bytes]],
-        subscriptions: Sequence[LinkSubscription],
+        subscriptions: Sequence[Subscription],
         on_connected: Callable[[], None],
         on_disconnected: Callable[[], None],
         on_message: Callable[[IncomingMessage], None],

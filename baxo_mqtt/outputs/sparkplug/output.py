@@ -26,7 +26,8 @@ import structlog
 from baxo_mqtt.baxo.models import HistoryRow
 from baxo_mqtt.bridge.events import CycleDone, Event, Snapshot, TagsChanged
 from baxo_mqtt.bridge.messages import IncomingMessage
-from baxo_mqtt.bridge.sparkplug_link import LinkSubscription, SparkplugLink
+from baxo_mqtt.bridge.mqtt import Subscription
+from baxo_mqtt.bridge.sparkplug_link import SparkplugLink
 from baxo_mqtt.bridge.tagmeta import TagMetadata
 from baxo_mqtt.outputs.sparkplug.node import (
     EdgeNode,
@@ -103,12 +104,12 @@ class SparkplugOutput:
         self._queue: queue.SimpleQueue[_Work] = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
         subscriptions = [
-            LinkSubscription(self.node.ncmd_topic),
-            LinkSubscription(self.node.dcmd_filter),
+            Subscription(self.node.ncmd_topic),
+            Subscription(self.node.dcmd_filter),
         ]
         if self.node.state_topic:
             # The host's STATE is retained on purpose: we need the stored one.
-            subscriptions.append(LinkSubscription(self.node.state_topic, commands=False))
+            subscriptions.append(Subscription(self.node.state_topic, commands=False))
         self.link = SparkplugLink(
             options.broker,
             will=self._next_will,
