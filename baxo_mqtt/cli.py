@@ -6,8 +6,9 @@ Exit codes: 0 success, 1 runtime failure, 2 bad configuration or arguments.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from baxo_mqtt import __version__
@@ -17,6 +18,17 @@ if TYPE_CHECKING:
     from baxo_mqtt.settings import Settings
 
 EXIT_RUNTIME, EXIT_CONFIG = 1, 2
+
+
+def report_config_error(error: ConfigError) -> int:
+    """Print every problem of ``error``, one line each, and return the exit code for it.
+
+    The one place configuration errors reach the user, whether the settings, the
+    state directory or a check at start found them.
+    """
+    for problem in error.problems:
+        print(f"config error: {problem}", file=sys.stderr)
+    return EXIT_CONFIG
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -166,10 +178,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             broker=args.broker, interval_s=args.interval, metrics_port=args.metrics_port
         )
     if command == "check-config":
-        from baxo_mqtt.settings import check_config_command
-
         return check_config_command(args.config)
     return _with_settings(command, args)
+
+
+def check_config_command(cli_path: str | None, environ: Mapping[str, str] | None = None) -> int:
+    """``baxo-mqtt check-config``: print the effective configuration, or every problem.
+
+    Returns the exit code: 0 when the configuration is valid, 2 when it is not.
+    """
+    from baxo_mqtt.settings import load_settings, render_effective, resolve_config_path
+
+    environ = os.environ if environ is None else environ
+    try:
+        settings = load_settings(cli_path, environ)
+    except ConfigError as error:
+        return report_config_error(error)
+    sys.stdout.write(render_effective(settings))
+    path = resolve_config_path(cli_path, environ)
+    print(f"configuration OK ({path if path is not None else 'environment only'})", file=sys.stderr)
+    return 0
 
 
 def _with_settings(command: str, args: argparse.Namespace) -> int:
@@ -179,16 +207,17 @@ def _with_settings(command: str, args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as error:
-        for problem in error.problems:
-            print(f"config error: {problem}", file=sys.stderr)
-        return EXIT_CONFIG
+        return report_config_error(error)
     configure_logging(
         settings.log.level, settings.log.format, settings.secret_values(), stream=sys.stderr
     )
     if command == "run":
         from baxo_mqtt.bridge.app import run
 
-        return run(settings)
+        try:
+            return run(settings)
+        except ConfigError as error:  # found at start, such as a state directory in use
+            return report_config_error(error)
 
     try:
         return _api_tool(command, args, settings)
@@ -205,7 +234,7 @@ def _api_tool(command: str, args: argparse.Namespace, settings: Settings) -> int
         if command == "discover":
             from baxo_mqtt.baxo.inventory import collect_inventory, render_json, render_table
 
-            inventory = collect_inventory(client)
+            inventory = collect_inventory(client, settings.poll.batch_size)
             sys.stdout.write(render_json(inventory) if args.json else render_table(inventory))
             return 0
         if command == "history":

@@ -1,4 +1,4 @@
-"""The BAXO API of baxo-api.md as a pure function: request parameters in, an answer out.
+"""The BAXO API of docs/baxo-api.md as a pure function: parameters in, an answer out.
 
 ``ApiCall`` answers one request to ``/k1`` from a ``Fleet``; ``http.py`` puts it
 on the network, with the faults ``control.py`` describes. Nothing here does I/O
@@ -249,7 +249,7 @@ class ApiCall:
     def _next_url(self, offset: int) -> str:
         """This request again from ``offset``, as the client sent it (list encoding
         included) but without credentials: the client adds them in the POST body
-        (baxo-api.md rule 4), and a URL must never carry the password."""
+        (docs/baxo-api.md, decision 4), and a URL must never carry the password."""
         carried = [
             (name, value)
             for name, values in self.params.items()

@@ -316,7 +316,7 @@ class Fleet:
     # --- login ----------------------------------------------------------------
 
     def authenticate(self, username: str, password: str | None, now: float) -> None:
-        """Accept or refuse a request's credentials (baxo-api.md §11).
+        """Accept or refuse a request's credentials (docs/baxo-api.md, decision 11).
 
         The password is needed once per UTC day: a request carrying the right
         one succeeds and marks the day; a request without one (``None`` or

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
 from itertools import pairwise
 
 import pytest
@@ -12,19 +11,9 @@ from hypothesis import strategies as st
 
 from baxo_mqtt.baxo.models import BAXO_EPOCH_UNIX, HistoryRow, Reading
 from baxo_mqtt.simulator.fleet import Fleet
+from tests.support.clock import NOON, FakeClock
 
-NOON = datetime(2024, 5, 24, 12, 0, 0, tzinfo=UTC).timestamp()
 BAXO_NOON = int(NOON) - BAXO_EPOCH_UNIX
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = NOON) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def logger_fleet(
