@@ -255,11 +255,14 @@ def _api_tool(command: str, args: argparse.Namespace, settings: Settings) -> int
                 print(f"baxo-mqtt history: {error}", file=sys.stderr)
                 return EXIT_CONFIG
         from baxo_mqtt.baxo.tag_write import run_write_command
-        from baxo_mqtt.bridge.commands import WriteRules
+        from baxo_mqtt.bridge.commands import WriteRules, value_rule_for
+        from baxo_mqtt.settings import tag_metadata_from
 
         rules = WriteRules(
             settings.write.enabled, tuple(settings.write.allow), tuple(settings.write.deny)
         )
+        meta = tag_metadata_from(settings).for_tag(args.tag)
+        value_rule = value_rule_for(meta.type, meta.min, meta.max)
         return run_write_command(
-            client, rules, args.contract, args.device, args.tag, args.value, args.force
+            client, rules, args.contract, args.device, args.tag, args.value, args.force, value_rule
         )

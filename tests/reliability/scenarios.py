@@ -472,17 +472,21 @@ def sigterm_anytime(world: Rig, scale: Scale, record: Record) -> None:
     exits: list[float] = []
     codes: Counter[str] = Counter()
     not_offline = 0
+    unclean_delays: list[float] = []  # seconds after launch of the signals not exited 0
     for _ in range(scale.sigterm_runs):
         publisher.publish(state_topic, b"", retain=True)  # forget the previous run's state
         publisher.flush()
         mark = watcher.mark()
         daemon = world.start_daemon()
         # The moment of the signal is the experiment: anywhere from start-up to steady polling.
-        time.sleep(rng.uniform(0.0, 3.0))
+        delay = rng.uniform(0.0, 3.0)
+        time.sleep(delay)
         code, seconds = _terminate_and_time(daemon)
         daemon.kill()
         exits.append(seconds)
         codes[str(code)] += 1
+        if code != 0:
+            unclean_delays.append(delay)
         states = [m.text for m in watcher.messages[mark:] if m.topic == state_topic and m.payload]
         if "online" in states:
             try:
@@ -496,6 +500,8 @@ def sigterm_anytime(world: Rig, scale: Scale, record: Record) -> None:
     record.figure("runs", scale.sigterm_runs)
     record.figure("exit_0", codes["0"])
     record.figure("exit_max_s", max(exits))
+    if unclean_delays:
+        record.figure("unclean_after_s", f"{min(unclean_delays):.2f}-{max(unclean_delays):.2f}")
     record.figure("not_offline", not_offline)
 
 
