@@ -34,7 +34,7 @@ from baxo_mqtt.logs import configure_logging
 from baxo_mqtt.ports import free_port, port_answers
 from baxo_mqtt.settings import Settings
 from baxo_mqtt.simulator.fleet import Fleet
-from baxo_mqtt.simulator.server import SimulatorServer
+from baxo_mqtt.simulator.http import SimulatorServer
 
 DEMO_USER, DEMO_PASSWORD = "demo@example.com", "demo"
 # Appended to a message the broker held before the demo subscribed: an earlier
@@ -203,7 +203,9 @@ def run_demo(
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     with ExitStack() as cleanup:
-        fleet = Fleet.generate(contracts=1, devices=5, tags=4, seed=7, staggered=True)
+        fleet = Fleet.generate(
+            contracts=1, devices=5, tags=4, seed=7, log_period_s=10, staggered=True
+        )
         simulator = SimulatorServer(fleet).start()
         cleanup.callback(simulator.stop)
         try:

@@ -2,9 +2,9 @@
 
 Every call is a POST of an ``application/x-www-form-urlencoded`` body to the
 base URL, the password included, so the password never appears in a URL, a
-proxy log or a server access log (baxo-api.md decisions 4 and 5). The client
-always sends the password rather than relying on the "once a day" rule: that
-costs a few bytes and removes a whole class of "which day is it?" failures.
+proxy log or a server access log (docs/baxo-api.md, decisions 4 and 5). The
+client always sends the password rather than relying on the "once a day" rule:
+that costs a few bytes and removes a whole class of "which day is it?" failures.
 
 One ``requests.Session`` with a connection pool is shared by every thread;
 the bridge fetches realtime batches from a thread pool, so the pool must be
@@ -52,6 +52,7 @@ from baxo_mqtt.errors import (
     BaxoTimeoutError,
     BaxoTransportError,
 )
+from baxo_mqtt.logs import MASK, secret_spellings
 
 log = structlog.get_logger(__name__)
 
@@ -139,32 +140,23 @@ def parse_retry_after(header: str | None, now: datetime | None = None) -> float:
 class Redactor:
     """Removes the account's secrets from any text before it leaves the client.
 
-    The password is removed in the spellings a server might echo it in: as
-    is, form-encoded and JSON-escaped. The username (an e-mail address) goes
-    too: it is personal data and says nothing useful in an error excerpt.
+    The password is removed in the spellings a server might echo it in, the
+    same ones the log redactor knows (``logs.secret_spellings``). The username
+    (an e-mail address) goes too: it is personal data and says nothing useful
+    in an error excerpt.
     """
 
     __slots__ = ("_secrets",)
 
     def __init__(self, password: str, username: str) -> None:
-        spellings: set[str] = set()
-        for secret in (password, username):
-            if secret:
-                spellings.update(
-                    {
-                        secret,
-                        urllib.parse.quote_plus(secret),
-                        urllib.parse.quote(secret, safe=""),
-                        json.dumps(secret)[1:-1],
-                    }
-                )
+        spellings = secret_spellings(password) | secret_spellings(username)
         # Longest first, so a secret containing another is removed whole.
         self._secrets = sorted(spellings, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         for secret in self._secrets:
             if secret in text:
-                text = text.replace(secret, "***")
+                text = text.replace(secret, MASK)
         return text
 
     def excerpt(self, text: str) -> str:
@@ -543,9 +535,9 @@ class BaxoClient:
                 raise BaxoTimeoutError(
                     f"no answer within {self._timeout_s:g} s", operation=operation
                 ) from exc
+            _, host, port = _origin(url)
             raise BaxoTransportError(
-                f"cannot reach the BAXO API: {self._redact(type(exc).__name__)}: "
-                f"{self._redact(str(exc))[:EXCERPT_CHARS]}",
+                f"cannot reach the BAXO API at {host}:{port}: {self._redact(_root_cause(exc))}",
                 operation=operation,
             ) from exc
         if not 200 <= response.status_code < 300:
@@ -657,6 +649,32 @@ class BaxoClient:
             return  # a non-JSON 200 is success for a write (decision 10)
         if isinstance(document, dict) and "error" in document:
             raise self._api_error(operation, response, str(document["error"]))
+
+
+def _root_cause(error: BaseException) -> str:
+    """The innermost reason of a requests failure, e.g. ``[Errno 111] Connection refused``.
+
+    requests wraps the socket error three times over (ConnectionError ->
+    MaxRetryError -> NewConnectionError -> OSError), and the wrappers' texts
+    repeat the URL and object addresses before the reason; cutting that text
+    to a length used to cut away the one part that says what went wrong.
+    """
+    seen: set[int] = set()
+    current = error
+    while id(current) not in seen:
+        seen.add(id(current))
+        inner = (
+            getattr(current, "reason", None)  # urllib3's MaxRetryError and ProtocolError
+            or current.__cause__
+            or current.__context__
+            or next((arg for arg in current.args if isinstance(arg, BaseException)), None)
+        )
+        if not isinstance(inner, BaseException):
+            break
+        current = inner
+    if isinstance(current, OSError) and current.strerror:
+        return f"[Errno {current.errno}] {current.strerror}"
+    return f"{type(current).__name__}: {current}" if str(current) else type(current).__name__
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from baxo_mqtt.simulator.server import SimulatorServer
+from baxo_mqtt.simulator.http import SimulatorServer
 from tests.support.daemon import MakeSimulator, first_device, write_config
 
 
@@ -84,27 +84,6 @@ def test_history_to_csv_end_to_end(tmp_path: Path, simulator: SimulatorServer) -
     assert rows[0]["timestamp"] == "2024-01-01T00:00:00Z"
     assert {r["device"] for r in rows} == {device} and {r["tag"] for r in rows} == {"TAG_1"}
     assert "61" in result.stderr
-
-
-def test_write_sets_a_value_the_next_read_returns(
-    tmp_path: Path, simulator: SimulatorServer
-) -> None:
-    contract, device = first_device(simulator)
-    result = baxo_mqtt(
-        "write",
-        "-c",
-        api_config(tmp_path, simulator),
-        "--contract",
-        contract,
-        "--device",
-        device,
-        "--tag",
-        "TAG_2",
-        "--value",
-        "19.5",
-    )
-    assert result.returncode == 0, result.stderr
-    assert [(w.tag, w.value) for w in simulator.fleet.writes] == [("TAG_2", "19.5")]
 
 
 def test_an_api_failure_is_one_clear_line_and_exit_1(
