@@ -77,6 +77,12 @@ REPORTED_METRICS = (
     'baxo_mqtt_sparkplug_messages_total{type="DBIRTH"}',
 )
 
+#: Polls ahead of the cycles delivered, at the end of the window, before it is noted:
+#: one poll in progress and one queued are the normal pipeline, more is a backlog...
+LAG_NOTED_POLLS = 3
+#: ... and only when reads ran this many times faster than delivery.
+LAG_NOTED_RATIO = 1.5
+
 Toml = Mapping[str, Mapping[str, object]]
 
 
@@ -141,6 +147,26 @@ def metric_value(exposition: str, name: str) -> float | None:
     """
     match = re.search(rf"^{re.escape(name)}(?:\{{\}})? (\S+)", exposition, re.MULTILINE)
     return float(match.group(1)) if match else None
+
+
+def lag_note(polls: float | None, cycles_delivered: float) -> str | None:
+    """A note when the bridge had read many more cycles than its subscriber had received.
+
+    Reads then outpace the output: what is not sent yet waits in memory, which
+    shows as RSS growth, and the CPU per update also pays for reads ahead.
+    """
+    if (
+        polls is None
+        or polls - cycles_delivered <= LAG_NOTED_POLLS
+        or polls < LAG_NOTED_RATIO * cycles_delivered
+    ):
+        return None
+    return (
+        f"when the window ended the bridge had polled {polls:.0f} times but its subscriber "
+        f"had {cycles_delivered:.1f} cycles: the output lags behind the reads, and what it "
+        "has not sent yet waits in memory (RSS growth) and the CPU of reads ahead is in "
+        "the window"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +325,10 @@ class _BridgeRun:
         stop_s = time.monotonic() - asked
         return _Ending(subscriber.finish(), peak, exit_code, stop_s, metrics)
 
+    def polls(self) -> float | None:
+        """Polls the bridge has finished so far, from its /metrics."""
+        return self._metrics().get("baxo_mqtt_poll_duration_seconds_count")
+
     def _metrics(self) -> dict[str, float]:
         connection = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=10)
         try:
@@ -362,13 +392,17 @@ def run_bridge(context: SpawnContext, workdir: Path, spec: RunSpec, budget_s: fl
                 death=children.death,
                 own_pids=children.pids,
             )
+            polls = run.polls()
+            cycles_delivered = run.subscriber.delivered / shape.tag_count
             ending = run.end()
             outcome = run.outcome(ending)
         except BenchError as error:
             raise run.failure(error) from None
+    lag = lag_note(polls, cycles_delivered)
     return outcome.result(
         spec,
-        notes=[ended_early] if ended_early else [],
+        notes=[note for note in (ended_early, lag) if note],
+        diagnostics={} if polls is None else {"polls_at_window_end": polls},
         latency_s=spec.latency_s,
         cycles_asked=spec.cycles,
         window=measure_window(shape.tag_count, ending.delivery.cycle_marks, samples),

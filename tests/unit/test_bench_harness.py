@@ -25,7 +25,7 @@ from baxo_mqtt.outputs.sparkplug.codec import (
 )
 from baxo_mqtt.settings import load_settings
 from baxo_mqtt.simulator.fleet import Fleet
-from bench.bridge import bridge_config, metric_value, toml_text
+from bench.bridge import bridge_config, lag_note, metric_value, toml_text
 from bench.children import BenchError, mosquitto_config, wait_until
 from bench.fleetplan import (
     FleetShape,
@@ -721,3 +721,11 @@ def test_labelled_metric_values_are_read_by_their_exposed_name() -> None:
         'baxo_mqtt_sparkplug_messages_total{type="DDATA"} 21000.0\n'
     )
     assert metric_value(text, 'baxo_mqtt_sparkplug_messages_total{type="DDATA"}') == 21000.0
+
+
+def test_a_bridge_whose_reads_run_ahead_of_its_output_is_noted() -> None:
+    assert lag_note(None, 20.0) is None
+    assert lag_note(22.0, 20.0) is None  # a poll in progress and one queued: the pipeline
+    assert lag_note(27.0, 20.0) is None  # under 1.5 x: a slow moment, not a backlog
+    note = lag_note(35.0, 20.0)
+    assert note is not None and "polled 35 times" in note and "20.0 cycles" in note
