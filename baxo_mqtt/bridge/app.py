@@ -29,19 +29,30 @@ import structlog
 from baxo_mqtt import __version__
 from baxo_mqtt.baxo.client import BaxoClient
 from baxo_mqtt.bridge.catalog import Filters
-from baxo_mqtt.bridge.commands import WriteRules, decode_set
+from baxo_mqtt.bridge.commands import (
+    ValueRule,
+    WriteCommand,
+    WriteRules,
+    check_tag_write,
+    decode_set,
+    value_rule_for,
+)
 from baxo_mqtt.bridge.directory import WriteDirectory
 from baxo_mqtt.bridge.events import Output
 from baxo_mqtt.bridge.fanout import Fanout
 from baxo_mqtt.bridge.messages import IncomingMessage
 from baxo_mqtt.bridge.mqtt import MqttLink, Subscription
 from baxo_mqtt.bridge.poller import REFRESH_DELAY_S, Poller, PollOptions
+from baxo_mqtt.bridge.tagmeta import TagMetadata
 from baxo_mqtt.bridge.topics import TopicScheme
 from baxo_mqtt.bridge.writer import Writer
 from baxo_mqtt.errors import ConfigError, MqttUnavailableError
 from baxo_mqtt.metrics import Health, Metrics, MetricsServer
 from baxo_mqtt.outputs.history import HistoryOptions, HistoryStream
 from baxo_mqtt.outputs.plain import PlainOptions, PlainTopics
+from baxo_mqtt.outputs.sparkplug.naming import device_names
+from baxo_mqtt.outputs.sparkplug.options import BrokerOptions, SparkplugOptions
+from baxo_mqtt.outputs.sparkplug.output import SparkplugOutput
 from baxo_mqtt.settings import Settings, tag_metadata_from
 from baxo_mqtt.state import StateDirectory, resolve_state_dir
 from baxo_mqtt.systemd import SystemdNotifier
@@ -79,16 +90,41 @@ def poll_options_from(settings: Settings) -> PollOptions:
     )
 
 
-def plain_options_from(settings: Settings) -> PlainOptions:
+def plain_options_from(settings: Settings, metadata: TagMetadata) -> PlainOptions:
     return PlainOptions(
         payload=settings.publish.payload,
         device_state=settings.publish.device_state,
         retain=settings.mqtt.retain,
         interval_s=settings.poll.interval_s,
+        metadata=metadata,
     )
 
 
-def history_options_from(settings: Settings) -> HistoryOptions:
+def sparkplug_options_from(settings: Settings) -> SparkplugOptions:
+    s, m = settings.sparkplug, settings.mqtt
+    return SparkplugOptions(
+        group_id=s.group_id,
+        edge_node_id=settings.sparkplug_edge_node_id,
+        device_id=s.device_id,
+        primary_host_id=s.primary_host_id,
+        datatype_in_data=s.datatype_in_data,
+        broker=BrokerOptions(
+            host=m.host,
+            port=m.port,
+            client_id=f"{m.effective_client_id}-spb",
+            username=m.username,
+            password=m.password.get_secret_value(),
+            keepalive_s=m.keepalive_s,
+            tls=m.tls,
+            ca_file=m.ca_file,
+            cert_file=m.cert_file,
+            key_file=m.key_file,
+            tls_insecure=m.tls_insecure,
+        ),
+    )
+
+
+def history_options_from(settings: Settings, metadata: TagMetadata) -> HistoryOptions:
     h = settings.history
     filters = filters_from(settings)
     literal = filters.literal_tags()
@@ -98,10 +134,24 @@ def history_options_from(settings: Settings) -> HistoryOptions:
         batch_size=h.batch_size,
         overlap_s=int(h.overlap_s),
         max_span_s=max(1, int(h.max_span_s)),
-        tag_metadata=tag_metadata_from(settings),
+        tag_metadata=metadata,
         tag_selected=filters.tag_selected,
         request_tags=tuple(literal) if literal is not None else None,
     )
+
+
+def open_state_directory(settings: Settings) -> StateDirectory | None:
+    """The state directory, locked, when a feature keeps state; else None, untouched.
+
+    A directory in use by another bridge, or one that cannot be written, is
+    a ``ConfigError``: the process exits 2 before connecting anywhere.
+    """
+    if not settings.uses_state_directory:
+        return None
+    directory = resolve_state_dir(settings.state.dir)
+    state = StateDirectory.open(directory, settings.mqtt.effective_client_id)
+    log.info("state directory in use", path=str(state.path))
+    return state
 
 
 class Bridge:
@@ -117,6 +167,8 @@ class Bridge:
         self.client = BaxoClient(settings.baxo, on_request=self.metrics.observe_api)
         self._ready_sent = False
         self._fatal: ConfigError | None = None
+        self.metadata = tag_metadata_from(settings)
+        self.state = open_state_directory(settings)
         # Replaced whole by the poll thread, read by paho's thread: see bridge/directory.py.
         self._directory = WriteDirectory()
         write = settings.write
@@ -137,7 +189,6 @@ class Bridge:
             on_message=self._on_message,
         )
         self.metrics.count_messages(self.link.counts)
-        self.state: StateDirectory | None = None  # opened only by an output that keeps state
         self.fanout = Fanout(self._outputs())
         self.poller = Poller(
             api=self.client,
@@ -165,28 +216,36 @@ class Bridge:
         """Every output that is switched on: one line each."""
         outputs: list[Output] = []
         if self.settings.publish.enabled:
-            options = plain_options_from(self.settings)
+            options = plain_options_from(self.settings, self.metadata)
             outputs.append(PlainTopics(self.scheme, options, self.link.publish))
-        if self.settings.history.stream:
-            outputs.append(self._history_stream())
+        if self.settings.sparkplug.enabled and self.state is not None:
+            outputs.append(self._sparkplug(self.state))
+        if self.settings.history.stream and self.state is not None:
+            outputs.append(self._history(self.state))
         return outputs
 
-    def _state_directory(self) -> StateDirectory:
-        """The state directory, opened (and locked) on first use; ConfigError when in use."""
-        if self.state is None:
-            directory = resolve_state_dir(self.settings.state.dir)
-            self.state = StateDirectory.open(directory, self.settings.mqtt.effective_client_id)
-        return self.state
-
-    def _history_stream(self) -> HistoryStream:
+    def _history(self, state: StateDirectory) -> HistoryStream:
         return HistoryStream(
-            history_options_from(self.settings),
+            history_options_from(self.settings, self.metadata),
             source=self.client,
-            store=self._state_directory(),
+            store=state,
             publish_acked=self.link.publish_acked,
             count_published=self.metrics.history_samples_published.inc,
             count_late=self.metrics.history_late_rows.inc,
             set_lag=self.metrics.history_lag.set,
+        )
+
+    def _sparkplug(self, state: StateDirectory) -> SparkplugOutput:
+        metrics = self.metrics
+        return SparkplugOutput(
+            sparkplug_options_from(self.settings),
+            self.metadata,
+            state,
+            submit_write=self.submit_write,
+            request_snapshot=lambda: self.poller.request_snapshot(SparkplugOutput.name),
+            count_message=lambda kind: metrics.sparkplug_messages.labels(kind).inc(),
+            count_rebirth=metrics.sparkplug_rebirths.inc,
+            count_rejected_write=lambda: metrics.writes.labels("rejected").inc(),
         )
 
     # --- callbacks from other threads ------------------------------------------
@@ -200,7 +259,41 @@ class Bridge:
         self.health.broker_connected = connected  # /readyz follows at once
 
     def _on_message(self, message: IncomingMessage) -> None:  # paho's thread: decode, hand off
-        self.writer.submit(decode_set(message, self.scheme, self.rules, self._directory))
+        command = decode_set(message, self.scheme, self.rules, self._directory, self._value_rule)
+        self.writer.submit(command)
+
+    def submit_write(self, contract_id: str, device_id: str, tag: str, value: str) -> str | None:
+        """A write from another path than /set (Sparkplug DCMD), under the same rules.
+
+        None when it was queued; else the reason it was refused (logged and
+        counted here, no API call).
+        """
+        refusal = check_tag_write(
+            contract_id,
+            device_id,
+            tag,
+            value,
+            self.rules,
+            self._directory,
+            self._value_rule(tag),
+        )
+        if refusal is not None:
+            self.metrics.writes.labels("rejected").inc()
+            log.info(
+                "write refused",
+                contract=contract_id,
+                device=device_id,
+                tag=tag,
+                kind=refusal.kind,
+                reason=refusal.reason,
+            )
+            return refusal.reason
+        self.writer.submit(WriteCommand(contract_id, device_id, tag, value, None, None))
+        return None
+
+    def _value_rule(self, tag: str) -> ValueRule | None:
+        meta = self.metadata.for_tag(tag)
+        return value_rule_for(meta.type, meta.min, meta.max)
 
     def _set_directory(self, directory: WriteDirectory) -> None:  # the poll thread
         self._directory = directory
@@ -258,17 +351,27 @@ class Bridge:
         """The poll thread: the first discovery, then the loop until stopped."""
         try:
             self.poller.start_discovery()
+            self._check_sparkplug_names()
         except ConfigError as error:
             self._fatal = error
             self.stop_event.set()
             return
         self.poller.run(self.stop_event)
 
+    def _check_sparkplug_names(self) -> None:
+        """Two devices with one Sparkplug name are refused at start, like a topic clash."""
+        if not self.settings.sparkplug.enabled:
+            return
+        template = self.settings.sparkplug.device_id
+        _, problems = device_names(template, self.poller.catalog.entries.values())
+        if problems:
+            raise ConfigError(problems)
+
     def _shutdown(self, code: int) -> int:
         self.health.stopping = True
         self.notifier.stopping()
         self.writer.stop(timeout_s=WRITER_STOP_S)
-        self.fanout.close()
+        self.fanout.close()  # outputs record their last progress in the state directory
         if self.state is not None:
             self.state.close()
         self.link.close()

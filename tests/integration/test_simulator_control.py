@@ -13,13 +13,12 @@ import requests
 
 from baxo_mqtt.baxo.models import BAXO_EPOCH_UNIX
 from baxo_mqtt.simulator import Fleet, SimulatorServer
+from tests.support.clock import NOON, FakeClock
 from tests.support.simhttp import (
-    NOON,
     PASSWORD,
     TIMEOUT_S,
     USER,
     Account,
-    FakeClock,
     call,
     control_url,
 )

@@ -18,13 +18,12 @@ import requests
 
 from baxo_mqtt.baxo.models import BAXO_EPOCH_UNIX, parse_history, parse_realtime
 from baxo_mqtt.simulator import Fleet, SimulatorServer
+from tests.support.clock import NOON, FakeClock
 from tests.support.simhttp import (
-    NOON,
     PASSWORD,
     TIMEOUT_S,
     USER,
     Account,
-    FakeClock,
     call,
 )
 

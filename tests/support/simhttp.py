@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import requests
@@ -12,18 +11,7 @@ from baxo_mqtt.simulator import SimulatorServer
 
 USER = "demo@example.com"
 PASSWORD = "s3cret-pw"
-NOON = datetime(2024, 5, 24, 12, 0, 0, tzinfo=UTC).timestamp()
 TIMEOUT_S = 5
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = NOON) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass(frozen=True)
