@@ -31,11 +31,16 @@ pytestmark = pytest.mark.slow
 
 
 def history_config(
-    config_for: ConfigFor, simulator: SimulatorServer, state_dir: Path, lookback_s: int
+    config_for: ConfigFor,
+    simulator: SimulatorServer,
+    state_dir: Path,
+    lookback_s: int,
+    max_span_s: int = 86400,
 ) -> Path:
+    history = {"stream": True, "lookback_s": lookback_s, "interval_s": 1, "overlap_s": 60}
     return config_for(
         simulator,
-        history={"stream": True, "lookback_s": lookback_s, "interval_s": 1, "overlap_s": 60},
+        history={**history, "max_span_s": max_span_s},
         state={"dir": str(state_dir)},
         publish={"enabled": False},
     )
@@ -67,6 +72,26 @@ def simulator(make_simulator: MakeSimulator) -> SimulatorServer:
     return make_simulator(
         contracts=1, devices=3, tags=2, seed=8, log_period_s=STEP, transmit_period_s=STEP
     )
+
+
+class Newest:
+    """The newest ``baxo_timestamp`` per topic, read incrementally: polling a
+    catch-up of 100,000 messages must not starve the subscriber's own thread."""
+
+    def __init__(self, watcher: Watcher) -> None:
+        self._watcher = watcher
+        self._read = 0
+        self.per_topic: dict[str, int] = {}
+
+    def caught_up(self, topics: set[str], upto: int) -> bool:
+        fresh = self._watcher.messages[self._read : self._watcher.mark()]
+        self._read += len(fresh)
+        for message in fresh:
+            stamp = json.loads(message.payload)["baxo_timestamp"]
+            self.per_topic[message.topic] = max(stamp, self.per_topic.get(message.topic, stamp))
+        return set(self.per_topic) >= topics and all(
+            self.per_topic[topic] >= upto for topic in topics
+        )
 
 
 def caught_up(watcher: Watcher, topics: set[str], upto: int, start: int = 0) -> bool:
@@ -115,12 +140,12 @@ def test_kill_9_mid_catch_up_loses_nothing_and_resends_only_recent_progress(
     port = broker.port
     watcher = Watcher(port, "baxo/+/+/+/history")
     try:
-        lookback = 2 * 86400  # 17,280 samples per tag: a catch-up of several windows
-        config = history_config(config_for, simulator, tmp_path / "state", lookback)
+        lookback = 86400  # 8,640 samples per tag, read in four windows
+        config = history_config(config_for, simulator, tmp_path / "state", lookback, 21600)
         topics = expected_topics(simulator)
         started = now_baxo(simulator)
         first = start_daemon(config)
-        wait_until(lambda: watcher.mark() > 5_000, 60, "the catch-up under way")
+        wait_until(lambda: watcher.mark() > 10_000, 60, "the catch-up under way")
         first.kill()
         # The progress the killed bridge had recorded, per tag topic.
         with StateDirectory.open(tmp_path / "state", "inspector") as state:
@@ -132,7 +157,8 @@ def test_kill_9_mid_catch_up_loses_nothing_and_resends_only_recent_progress(
                 recorded[f"baxo/{contract}/{device}/{tag}/history"] = cursor["newest"]
         assert recorded, "no progress recorded in the first seconds"
         second = start_daemon(config)
-        wait_until(lambda: caught_up(watcher, topics, started), 120, "the catch-up finished")
+        newest = Newest(watcher)
+        wait_until(lambda: newest.caught_up(topics, started), 120, "the catch-up finished", 0.5)
         assert second.terminate() == 0
         seen = by_topic(watcher)
         for topic in topics:
