@@ -19,6 +19,17 @@ if TYPE_CHECKING:
 EXIT_RUNTIME, EXIT_CONFIG = 1, 2
 
 
+def report_config_error(error: ConfigError) -> int:
+    """Print every problem of ``error``, one line each, and return the exit code for it.
+
+    The one place configuration errors reach the user, whether the settings, the
+    state directory or a check at start found them.
+    """
+    for problem in error.problems:
+        print(f"config error: {problem}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="baxo-mqtt", description="Bridge BAXO Connect measuring instruments to MQTT."
@@ -156,16 +167,17 @@ def _with_settings(command: str, args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as error:
-        for problem in error.problems:
-            print(f"config error: {problem}", file=sys.stderr)
-        return EXIT_CONFIG
+        return report_config_error(error)
     configure_logging(
         settings.log.level, settings.log.format, settings.secret_values(), stream=sys.stderr
     )
     if command == "run":
         from baxo_mqtt.bridge.app import run
 
-        return run(settings)
+        try:
+            return run(settings)
+        except ConfigError as error:  # found at start, such as a state directory in use
+            return report_config_error(error)
 
     try:
         return _api_tool(command, args, settings)
