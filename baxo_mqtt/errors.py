@@ -4,6 +4,7 @@
 
     BaxoMqttError
     ├── ConfigError                 bad settings: stop at start, exit 2
+    ├── MqttUnavailableError        no broker within the configured attempts: exit 1
     └── BaxoError                   anything the BAXO API did wrong
         ├── BaxoAuthError           credentials refused (also "API not enabled")
         ├── BaxoHttpError           a non-2xx status the other classes do not cover
@@ -32,6 +33,10 @@ class ConfigError(BaxoMqttError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("\n".join(problems))
+
+
+class MqttUnavailableError(BaxoMqttError):
+    """The broker could not be reached at start within the configured attempts."""
 
 
 class BaxoError(BaxoMqttError):

@@ -317,6 +317,7 @@ class PublishSettings(BaseModel):
 
     model_config = _SECTION_CONFIG
 
+    enabled: bool = True
     payload: Literal["value", "json"] = "value"
     only_changes: bool = True
     device_state: bool = True

@@ -1,16 +1,24 @@
 """``baxo-mqtt run``: wire the parts together and own the process lifecycle.
 
+The shape (the README's Architecture section draws it)::
+
+    read path   client -> Poller -> events -> Fanout -> outputs (plain topics, ...)
+    write path  MqttLink -> commands.decode_set -> Writer -> client -> re-poll
+    between     the poller hands the write path an immutable WriteDirectory
+
 Start order matters: the health server first (so an orchestrator can tell
 "alive but starting"), then the broker (exit 1 if it cannot be reached),
-then the first discovery (exit 2 on a topic clash, which is a configuration
-problem; an API failure is not fatal: the poller retries with backoff), then
-the poller and writer threads. SIGTERM and SIGINT publish ``offline``,
-disconnect cleanly and return 0 within a few seconds.
+then the poll thread, whose first discovery may find a topic clash (exit 2:
+a configuration problem; an API failure is not fatal: the poller retries
+with backoff). SIGTERM and SIGINT publish ``offline``, disconnect cleanly
+and return 0 within a few seconds, whatever an API request is doing: no
+step of the shutdown waits on the API.
 """
 
 from __future__ import annotations
 
 import gc
+import os
 import signal
 import sys
 import threading
@@ -22,13 +30,17 @@ from baxo_mqtt import __version__
 from baxo_mqtt.baxo.client import BaxoClient
 from baxo_mqtt.bridge.catalog import Filters
 from baxo_mqtt.bridge.commands import WriteRules, decode_set
+from baxo_mqtt.bridge.directory import WriteDirectory
+from baxo_mqtt.bridge.events import Output
+from baxo_mqtt.bridge.fanout import Fanout
 from baxo_mqtt.bridge.messages import IncomingMessage
-from baxo_mqtt.bridge.mqtt import MqttLink, MqttUnavailableError
-from baxo_mqtt.bridge.poller import Poller, PollOptions
+from baxo_mqtt.bridge.mqtt import MqttLink, Subscription
+from baxo_mqtt.bridge.poller import REFRESH_DELAY_S, Poller, PollOptions
 from baxo_mqtt.bridge.topics import TopicScheme
 from baxo_mqtt.bridge.writer import Writer
-from baxo_mqtt.errors import ConfigError
+from baxo_mqtt.errors import ConfigError, MqttUnavailableError
 from baxo_mqtt.metrics import Health, Metrics, MetricsServer
+from baxo_mqtt.outputs.plain import PlainOptions, PlainTopics
 from baxo_mqtt.settings import Settings
 from baxo_mqtt.systemd import SystemdNotifier
 
@@ -38,22 +50,10 @@ EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
 SET_PAYLOAD_LIMIT = 256
 GIL_SWITCH_INTERVAL_S = 0.001
 GC_THRESHOLDS = (50_000, 20, 100)
-
-
-class LiveDirectory:
-    """What the /set validator may know: the poller's current catalog and values."""
-
-    def __init__(self, poller: Poller) -> None:
-        self._poller = poller
-
-    def contract_for_segment(self, segment: str) -> str | None:
-        return self._poller.catalog.contract_for_segment(segment)
-
-    def device_for_segment(self, contract_id: str, segment: str) -> str | None:
-        return self._poller.catalog.device_for_segment(contract_id, segment)
-
-    def knows_tag(self, contract_id: str, device_id: str, tag: str) -> bool:
-        return self._poller.store.knows_tag(contract_id, device_id, tag)
+#: How long the stop waits for the poll thread; it may be inside an API
+#: request, which the stop does not wait for (the process exits anyway).
+POLL_THREAD_JOIN_S = 1.0
+WRITER_STOP_S = 1.0
 
 
 def filters_from(settings: Settings) -> Filters:
@@ -72,11 +72,17 @@ def poll_options_from(settings: Settings) -> PollOptions:
         interval_s=settings.poll.interval_s,
         batch_size=settings.poll.batch_size,
         discovery_interval_s=settings.poll.discovery_interval_s,
-        payload=settings.publish.payload,
         only_changes=settings.publish.only_changes,
-        device_state=settings.publish.device_state,
         topic_names=settings.publish.topic_names,
+    )
+
+
+def plain_options_from(settings: Settings) -> PlainOptions:
+    return PlainOptions(
+        payload=settings.publish.payload,
+        device_state=settings.publish.device_state,
         retain=settings.mqtt.retain,
+        interval_s=settings.poll.interval_s,
     )
 
 
@@ -92,6 +98,9 @@ class Bridge:
         self.scheme = TopicScheme(settings.mqtt.base_topic)
         self.client = BaxoClient(settings.baxo, on_request=self.metrics.observe_api)
         self._ready_sent = False
+        self._fatal: ConfigError | None = None
+        # Replaced whole by the poll thread, read by paho's thread: see bridge/directory.py.
+        self._directory = WriteDirectory()
         write = settings.write
         self.rules = WriteRules(
             enabled=write.enabled,
@@ -99,47 +108,66 @@ class Bridge:
             deny=tuple(write.deny),
             max_payload_bytes=SET_PAYLOAD_LIMIT,
         )
+        subscriptions = [Subscription(self.scheme.set_subscription())] if write.enabled else []
         self.link = MqttLink(
             settings.mqtt,
             self.metrics,
             will_topic=self.scheme.bridge_state(),
-            subscriptions=[self.scheme.set_subscription()] if write.enabled else [],
+            subscriptions=subscriptions,
             on_connected=self._on_connected,
-            on_set_message=self._on_set_message,
+            on_connection_change=self._on_connection_change,
+            on_message=self._on_message,
         )
-        self.metrics.count_messages(lambda: (self.link.published, self.link.dropped))
+        self.metrics.count_messages(self.link.counts)
+        self.fanout = Fanout(self._outputs())
         self.poller = Poller(
-            client=self.client,
-            publish=self.link.publish,
+            api=self.client,
+            sink=self.fanout,
             scheme=self.scheme,
             filters=filters_from(settings),
             options=poll_options_from(settings),
             metrics=self.metrics,
             health=self.health,
+            on_directory=self._set_directory,
             heartbeat=self._heartbeat,
         )
-        self.directory = LiveDirectory(self.poller)
         self.writer = Writer(
             client=self.client,
             publish=self.link.publish,
             reply=self.link.reply,
             metrics=self.metrics,
-            on_written=self.poller.request_refresh,
+            on_written=lambda contract, device: self.poller.request_refresh(
+                contract, device, REFRESH_DELAY_S
+            ),
         )
         self.metrics_server: MetricsServer | None = None
+
+    def _outputs(self) -> list[Output]:
+        """Every output that is switched on: one line each."""
+        outputs: list[Output] = []
+        if self.settings.publish.enabled:
+            options = plain_options_from(self.settings)
+            outputs.append(PlainTopics(self.scheme, options, self.link.publish))
+        return outputs
 
     # --- callbacks from other threads ------------------------------------------
 
     def _on_connected(self) -> None:  # paho's thread: only signal
-        self.health.broker_connected = True
-        self.poller.request_republish()
+        for output in self.fanout.outputs:
+            if output.name == PlainTopics.name:
+                self.poller.request_snapshot(output.name)
 
-    def _on_set_message(self, message: IncomingMessage) -> None:  # paho's thread: decode, hand off
-        self.writer.submit(decode_set(message, self.scheme, self.rules, self.directory))
+    def _on_connection_change(self, connected: bool) -> None:  # paho's thread
+        self.health.broker_connected = connected  # /readyz follows at once
+
+    def _on_message(self, message: IncomingMessage) -> None:  # paho's thread: decode, hand off
+        self.writer.submit(decode_set(message, self.scheme, self.rules, self._directory))
+
+    def _set_directory(self, directory: WriteDirectory) -> None:  # the poll thread
+        self._directory = directory
 
     def _heartbeat(self) -> None:
         self.health.beat()
-        self.health.broker_connected = self.link.connected
         self.notifier.watchdog()
         if not self._ready_sent and self.poller.attempted:
             self._ready_sent = True
@@ -167,16 +195,9 @@ class Bridge:
         except MqttUnavailableError as error:
             log.error(str(error))
             return self._shutdown(EXIT_RUNTIME)
-        try:
-            self.poller.start_discovery()
-        except ConfigError as error:
-            for problem in error.problems:
-                log.error("configuration problem", problem=problem)
-            return self._shutdown(EXIT_CONFIG)
-        poll_thread = threading.Thread(
-            target=self.poller.run, args=(self.stop_event,), name="baxo-poller", daemon=True
-        )
+        self.fanout.start()
         self.writer.start()
+        poll_thread = threading.Thread(target=self._poll, name="baxo-poller", daemon=True)
         poll_thread.start()
         log.info(
             "bridge running",
@@ -187,14 +208,29 @@ class Bridge:
         )
         self.stop_event.wait()
         self.poller.wake()
-        poll_thread.join(timeout=2.0)
+        poll_thread.join(timeout=POLL_THREAD_JOIN_S)
+        if self._fatal is not None:
+            for problem in self._fatal.problems:
+                log.error("configuration problem", problem=problem)
+            return self._shutdown(EXIT_CONFIG)
         return self._shutdown(EXIT_OK)
+
+    def _poll(self) -> None:
+        """The poll thread: the first discovery, then the loop until stopped."""
+        try:
+            self.poller.start_discovery()
+        except ConfigError as error:
+            self._fatal = error
+            self.stop_event.set()
+            return
+        self.poller.run(self.stop_event)
 
     def _shutdown(self, code: int) -> int:
         self.health.stopping = True
         self.notifier.stopping()
-        self.writer.stop(timeout_s=1.0)
-        self.link.close(final_state_topic=self.scheme.bridge_state())
+        self.writer.stop(timeout_s=WRITER_STOP_S)
+        self.fanout.close()
+        self.link.close()
         if self.metrics_server is not None:
             self.metrics_server.stop()
         self.client.close()
@@ -203,7 +239,7 @@ class Bridge:
 
 
 def run(settings: Settings) -> int:
-    """The body of ``baxo-mqtt run``; returns the process exit code."""
+    """The body of ``baxo-mqtt run``; ends the process with its exit code."""
     # paho's network thread gives up the GIL at every socket call and must win
     # it back to read the next PUBACK; with CPython's default 5 ms switch
     # interval it waits behind the poller's publishing, and the broker's acks
@@ -225,4 +261,10 @@ def run(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    return bridge.run()
+    code = bridge.run()
+    # Everything that keeps state is closed by now. What may still run is an
+    # API request on a pool thread, which the interpreter's exit would wait
+    # for (up to baxo.timeout_s): the process ends here instead.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

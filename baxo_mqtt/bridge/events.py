@@ -48,10 +48,14 @@ class DeviceGone:
 
 @dataclass(frozen=True, slots=True)
 class DiscoveryDone:
-    """A discovery finished; ``changed`` when any device was listed or gone."""
+    """A discovery finished; ``changed`` when any device was listed or gone.
+
+    ``tags`` is the number of tags with a current value.
+    """
 
     catalog: Catalog
     changed: bool
+    tags: int = 0
 
 
 @dataclass(frozen=True, slots=True)

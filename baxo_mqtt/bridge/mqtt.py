@@ -12,17 +12,24 @@ Three rules shape this module:
   the poller slows to the broker's pace instead of queueing cycles in memory.
 * While disconnected nothing is queued. The bridge's value store is the
   truth; after each CONNACK the caller republishes everything from it, which
-  also refills a broker restarted without persistence.
+  also refills a broker restarted without persistence. ``publish`` says
+  False for what it did not hand over, so the caller can send it again.
+
+The counts (in flight, published, dropped) and the acknowledgement callbacks
+are shared by every publishing thread and paho's thread, so one small lock
+guards them. It is never held while calling paho: paho calls ``on_publish``
+with its own message lock held, and a publish waiting for that lock while
+holding ours would deadlock with it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -34,7 +41,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from baxo_mqtt.bridge.messages import IncomingMessage
-from baxo_mqtt.errors import BaxoMqttError
+from baxo_mqtt.errors import MqttUnavailableError
 from baxo_mqtt.metrics import Metrics
 from baxo_mqtt.settings import MqttSettings
 
@@ -50,8 +57,22 @@ WINDOW = 2_000
 MAX_PUBLISH_WAIT_S = 30.0
 
 
-class MqttUnavailableError(BaxoMqttError):
-    """The broker could not be reached at start within the configured attempts."""
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A topic filter the link subscribes to after every CONNACK.
+
+    ``commands``: what arrives there is a command (``/set``, a bridge
+    request): with MQTT v5 the broker is asked not to replay retained ones
+    (retain handling 2). Every subscription asks for *retain as published*,
+    so a retained message published while the bridge runs keeps its flag.
+    """
+
+    topic_filter: str
+    commands: bool = True
+
+
+_UNSET = object()  # a registered message whose sender wants no acknowledgement callback
+AckCallback = Callable[[], None]
 
 
 class MqttLink:
@@ -61,32 +82,37 @@ class MqttLink:
         metrics: Metrics,
         *,
         will_topic: str,
-        subscriptions: Sequence[str] = (),
+        subscriptions: Sequence[Subscription] = (),
         on_connected: Callable[[], None] = lambda: None,
-        on_set_message: Callable[[IncomingMessage], None] = lambda message: None,
+        on_connection_change: Callable[[bool], None] = lambda connected: None,
+        on_message: Callable[[IncomingMessage], None] = lambda message: None,
     ) -> None:
         self._settings = settings
         self._metrics = metrics
         self._qos = settings.qos
         self._retain = settings.retain
+        self._will_topic = will_topic
         self._subscriptions = list(subscriptions)
         self._on_connected = on_connected
-        self._on_set_message = on_set_message
+        self._on_connection_change = on_connection_change
+        self._on_message = on_message
         self._v5 = settings.protocol == "v5"
         self._connected = False
         self._closing = False
         self._ever_connected = False
         self._connack = threading.Event()
         self._connack_reason = ""
-        # sent - acked = messages in flight. Each counter has one writer
-        # (publishing threads take numbers from an itertools.count, atomic in
-        # CPython; acks arrive on paho's thread), so the hot path takes no lock.
-        self._sent_ids = itertools.count(1)
-        self._sent = 0
-        self._acked = 0
+        # Guarded by _lock (see the module docstring). ``_in_flight`` maps the
+        # mid of every unacknowledged QoS 1/2 message to its callback (or
+        # _UNSET); ``_early`` holds acks that arrived before ``publish``
+        # returned the mid they belong to.
+        self._lock = threading.Lock()
+        self._in_flight: dict[int, object] = {}
+        self._early: set[int] = set()
+        self._published = 0
+        self._dropped = 0
+        self._stalled = False  # a wait for room timed out: drop at once until acks flow
         self._room = threading.Event()
-        self.published = 0  # read by the metrics collector
-        self.dropped = 0
 
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
@@ -160,11 +186,11 @@ class MqttLink:
                 return False
             delay = min(delay * 2, 30.0)
 
-    def close(self, final_state_topic: str | None = None, timeout_s: float = 3.0) -> None:
+    def close(self, *, say_offline: bool = True, timeout_s: float = 2.0) -> None:
         """Say ``offline`` (when connected), disconnect cleanly, stop the thread."""
         self._closing = True
-        if final_state_topic and self._connected:
-            info = self._client.publish(final_state_topic, b"offline", qos=self._qos, retain=True)
+        if say_offline and self._connected:
+            info = self._client.publish(self._will_topic, b"offline", qos=self._qos, retain=True)
             if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
                 # Connection lost meanwhile: the last will says offline instead.
                 with contextlib.suppress(RuntimeError, ValueError):
@@ -177,52 +203,91 @@ class MqttLink:
     def connected(self) -> bool:
         return self._connected
 
+    def counts(self) -> tuple[int, int]:
+        """(published, dropped) since start: read by the metrics collector."""
+        with self._lock:
+            return self._published, self._dropped
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._in_flight)
+
     # --- publishing ---------------------------------------------------------
 
     def publish(self, topic: str, payload: bytes, retain: bool | None = None) -> bool:
-        """Send one message; False when it was dropped (not connected or no room)."""
-        if not self._connected or (
-            self._qos and self._sent - self._acked >= WINDOW and not self._wait_for_room()
-        ):
-            self.dropped += 1
-            return False
-        info = self._client.publish(
-            topic, payload, qos=self._qos, retain=self._retain if retain is None else retain
-        )
-        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            self.dropped += 1
-            return False
-        if self._qos:
-            self._sent = next(self._sent_ids)
-        self.published += 1
-        return True
+        """Send one message; False when it was not handed over (counted as dropped)."""
+        return self._send(topic, payload, self._retain if retain is None else retain, _UNSET)
+
+    def publish_acked(self, topic: str, payload: bytes, on_ack: AckCallback) -> bool:
+        """Send one message, not retained; ``on_ack`` runs once the broker acknowledged it.
+
+        With QoS 0 there is no acknowledgement: ``on_ack`` runs once paho has
+        written the message.
+        """
+        return self._send(topic, payload, False, on_ack)
 
     def reply(self, topic: str, payload: bytes, correlation_data: bytes | None) -> bool:
         """Answer an MQTT v5 request on its response topic, with its correlation data."""
-        if not self._connected:
-            return False
         properties = None
         if correlation_data is not None:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.CorrelationData = correlation_data
+        return self._send(topic, payload, False, _UNSET, properties)
+
+    def _send(
+        self,
+        topic: str,
+        payload: bytes,
+        retain: bool,
+        on_ack: object,
+        properties: Properties | None = None,
+    ) -> bool:
+        if not self._connected or (self._qos and not self._has_room()):
+            with self._lock:
+                self._dropped += 1
+            return False
         info = self._client.publish(
-            topic, payload, qos=self._qos, retain=False, properties=properties
+            topic, payload, qos=self._qos, retain=retain, properties=properties
         )
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            with self._lock:
+                self._dropped += 1
             return False
-        if self._qos:
-            self._sent = next(self._sent_ids)  # its PUBACK is counted like any other
+        acked_already = False
+        with self._lock:
+            self._published += 1
+            if self._qos:
+                if info.mid in self._early:
+                    self._early.discard(info.mid)
+                    acked_already = True
+                else:
+                    self._in_flight[info.mid] = on_ack
+        if on_ack is not _UNSET and (acked_already or not self._qos):
+            on_ack()  # type: ignore[operator]
         return True
 
-    def _wait_for_room(self) -> bool:
-        """Wait until the broker has acknowledged half the window; False on timeout."""
+    def _has_room(self) -> bool:
+        """True when the window has room, waiting (bounded) for acks if it is full."""
+        if len(self._in_flight) < WINDOW:  # a racy read is fine: the window is a soft bound
+            self._stalled = False
+            return True
+        if self._stalled:
+            return False  # one wait already timed out: do not hold every message 30 s
         deadline = time.monotonic() + MAX_PUBLISH_WAIT_S
-        while self._sent - self._acked >= WINDOW // 2:
+        while len(self._in_flight) >= WINDOW // 2:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self._connected:
+                self._stalled = remaining <= 0
+                if self._stalled:
+                    log.warning(
+                        "the broker acknowledges nothing; messages are dropped until it does",
+                        in_flight=len(self._in_flight),
+                        waited_s=MAX_PUBLISH_WAIT_S,
+                    )
                 return False
             self._room.clear()
-            if self._sent - self._acked < WINDOW // 2:  # acknowledged meanwhile
+            if len(self._in_flight) < WINDOW // 2:  # acknowledged meanwhile
                 break
             self._room.wait(min(remaining, 1.0))
         return True
@@ -242,18 +307,19 @@ class MqttLink:
             log.error("mqtt connection refused", reason=str(reason_code))
             self._connack.set()
             return
-        # Whatever was unacknowledged before a loss is resent by paho or lost
-        # with the session; either way the republish that follows covers it,
-        # so the window starts empty.
-        self._acked = self._sent
         self._room.set()
-        for topic_filter in self._subscriptions:
+        self._stalled = False
+        for subscription in self._subscriptions:
             if self._v5:
-                # Retain handling 2: the broker must not replay stored /set commands.
-                options = SubscribeOptions(qos=self._qos, retainHandling=2)
-                client.subscribe(topic_filter, options=options)
+                # Retain handling 2: the broker must not replay stored commands.
+                options = SubscribeOptions(
+                    qos=self._qos,
+                    retainAsPublished=True,
+                    retainHandling=2 if subscription.commands else 0,
+                )
+                client.subscribe(subscription.topic_filter, options=options)
             else:
-                client.subscribe(topic_filter, qos=self._qos)
+                client.subscribe(subscription.topic_filter, qos=self._qos)
         if self._ever_connected:
             self._metrics.mqtt_reconnects.inc()
             log.info("mqtt reconnected")
@@ -262,7 +328,9 @@ class MqttLink:
         self._ever_connected = True
         self._connected = True
         self._metrics.mqtt_connected.set(1)
+        self._on_connection_change(True)
         self._connack.set()
+        self.publish(self._will_topic, b"online", retain=True)
         self._on_connected()
 
     def _handle_disconnect(
@@ -276,6 +344,7 @@ class MqttLink:
         was_connected = self._connected
         self._connected = False
         self._metrics.mqtt_connected.set(0)
+        self._on_connection_change(False)
         self._room.set()
         if was_connected and not self._closing:
             log.warning("mqtt connection lost; reconnecting", reason=str(reason_code))
@@ -288,8 +357,16 @@ class MqttLink:
         reason_code: ReasonCode,
         properties: Properties,
     ) -> None:
-        self._acked += 1
-        if not self._room.is_set() and self._sent - self._acked < WINDOW // 2:
+        if not self._qos:
+            return
+        with self._lock:
+            on_ack = self._in_flight.pop(mid, None)
+            if on_ack is None:  # ``publish`` has not recorded this mid yet
+                self._early.add(mid)
+            room = len(self._in_flight) < WINDOW // 2
+        if on_ack is not None and on_ack is not _UNSET:
+            on_ack()  # type: ignore[operator]
+        if room and not self._room.is_set():
             self._room.set()
 
     def _handle_message(
@@ -301,7 +378,7 @@ class MqttLink:
         if properties is not None:
             response_topic = getattr(properties, "ResponseTopic", None)
             correlation_data = getattr(properties, "CorrelationData", None)
-        self._on_set_message(
+        self._on_message(
             IncomingMessage(
                 topic=message.topic,
                 payload=bytes(message.payload),

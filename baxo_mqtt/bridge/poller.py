@@ -1,14 +1,16 @@
-"""The read path: discover the fleet, poll realtime values, publish what changed.
+"""The read path's scheduler: discover the fleet, poll realtime values, back off.
 
-One thread runs ``Poller.run``. It owns the catalog, the value store and
-every retained topic; other threads only *ask* it for work (``request_*``)
-and it does that work between cycles, so no state here needs a lock.
+One thread runs ``Poller.run``. It owns the catalog and the value store;
+other threads only *ask* it for work (``request_*``) and it does that work
+between cycles, so no state here needs a lock. What happened goes out as the
+events of ``bridge/events.py``; the outputs decide what consumers see, and
+the write path gets an immutable ``WriteDirectory`` after every change.
 
 A cycle asks for every contract's active devices in batches of
 ``poll.batch_size`` (one multi-device request per batch). The ``Fetcher``
 runs the requests on a small pool and hands each answer over as it arrives,
-to be published while the next requests are on the wire: a cycle costs the
-publishing, not the sum of the API's latencies.
+to be turned into events while the next requests are on the wire: a cycle
+costs the publishing, not the sum of the API's latencies.
 
 API failures are expected (a cloud service, a mobile link): a failed batch
 marks its devices offline; a cycle where every request failed makes the
@@ -21,35 +23,58 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 
-from baxo_mqtt import __version__
-from baxo_mqtt.baxo.client import BaxoClient
 from baxo_mqtt.baxo.models import Contract, Device, Reading
 from baxo_mqtt.bridge.catalog import Catalog, DeviceEntry, Filters, TopicNames, build_catalog
-from baxo_mqtt.bridge.fetcher import HEARTBEAT_S, Batch, Fetcher
-from baxo_mqtt.bridge.payloads import (
-    PayloadForm,
-    bridge_info_payload,
-    device_info_payload,
-    device_state_payload,
-    tag_payload,
+from baxo_mqtt.bridge.directory import WriteDirectory
+from baxo_mqtt.bridge.events import (
+    AvailabilityChanged,
+    CycleDone,
+    DeviceGone,
+    DeviceListed,
+    DiscoveryDone,
+    Event,
+    Snapshot,
+    TagsChanged,
+    TagsGone,
 )
+from baxo_mqtt.bridge.fetcher import HEARTBEAT_S, Batch, Fetcher
 from baxo_mqtt.bridge.store import ValueStore
-from baxo_mqtt.bridge.topics import TopicScheme, escape_segment
+from baxo_mqtt.bridge.topics import TopicScheme
 from baxo_mqtt.errors import BaxoError, ConfigError
 from baxo_mqtt.metrics import Health, Metrics
 
 log = structlog.get_logger(__name__)
 
-Publish = Callable[[str, bytes, bool], object]  # (topic, payload, retain)
 BACKOFF_CAP_S = 300.0
 FETCH_WORKERS = 8
-REFRESH_DELAY_S = 1.0
+REFRESH_DELAY_S = 1.0  # after a write: give the API a moment to show the new value
+
+
+class RealtimeApi(Protocol):
+    """The API calls the read path makes (``BaxoClient`` has them)."""
+
+    def contracts(self) -> Sequence[Contract]: ...
+
+    def devices(self, contract_id: str) -> Sequence[Device]: ...
+
+    def realtime(
+        self, contract_id: str, device_ids: Sequence[str], tags: Sequence[str] | None = None
+    ) -> list[Reading]: ...
+
+
+class EventSink(Protocol):
+    """Where events go: every output, or one of them by name."""
+
+    def emit(self, event: Event) -> None: ...
+
+    def emit_to(self, name: str, event: Event) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,67 +82,74 @@ class PollOptions:
     interval_s: float
     batch_size: int
     discovery_interval_s: float
-    payload: PayloadForm
     only_changes: bool
-    device_state: bool
     topic_names: TopicNames
-    retain: bool
 
 
 class Poller:
     def __init__(
         self,
         *,
-        client: BaxoClient,
-        publish: Publish,
+        api: RealtimeApi,
+        sink: EventSink,
         scheme: TopicScheme,
         filters: Filters,
         options: PollOptions,
         metrics: Metrics,
         health: Health,
+        on_directory: Callable[[WriteDirectory], None] = lambda directory: None,
         heartbeat: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
         fetch_workers: int = FETCH_WORKERS,
     ) -> None:
-        self._client = client
-        self._publish = publish
+        self._api = api
+        self._sink = sink
         self._scheme = scheme
         self._filters = filters
         self._options = options
         self._metrics = metrics
         self._health = health
+        self._on_directory = on_directory
         self._heartbeat = heartbeat
+        self._clock = clock
         literal_tags = filters.literal_tags()
+        self._literal_tags = literal_tags
         self._fetcher = Fetcher(
-            lambda batch: client.realtime(batch.contract_id, batch.device_ids, literal_tags),
+            lambda batch: api.realtime(batch.contract_id, batch.device_ids, literal_tags),
             fetch_workers,
             heartbeat,
         )
         self.catalog = Catalog.empty()
         self.store = ValueStore()
-        self._availability: dict[tuple[str, str], bool] = {}
+        self._directory_version = -1
         self._wake = threading.Event()
-        self._republish_wanted = False
+        # Filled by other threads; deque.append and popleft are atomic.
+        self._snapshots_wanted: deque[str] = deque()
         self._refresh_queue: deque[tuple[float, str, str]] = deque()
+        self._pending_refreshes: list[tuple[float, str, str]] = []
+        self._discovery_wanted = False
         self._failures = 0  # consecutive cycles in which every request failed
         self._failing_kind: str | None = None
         self._next_poll = 0.0
         self._next_discovery = 0.0
         self.cycles = 0
         self._discovered = False
-        self._published_counts = (0, 0, 0)
         self._overrunning = False
-        self._tag_levels: dict[str, str] = {}  # tag reference -> its escaped topic level
 
     # --- asked for by other threads ------------------------------------------
 
-    def request_republish(self) -> None:
-        """After a (re)connect: publish every topic again (called from paho's thread)."""
-        self._republish_wanted = True
+    def request_snapshot(self, output_name: str) -> None:
+        """Send that output a ``Snapshot`` between cycles (after its (re)connect)."""
+        self._snapshots_wanted.append(output_name)
         self._wake.set()
 
-    def request_refresh(self, contract_id: str, device_id: str) -> None:
-        """After a successful write: poll that device again shortly."""
-        self._refresh_queue.append((time.monotonic() + REFRESH_DELAY_S, contract_id, device_id))
+    def request_refresh(self, contract_id: str, device_id: str, delay_s: float = 0.0) -> None:
+        """Poll that device again, ``delay_s`` from now."""
+        self._refresh_queue.append((self._clock() + delay_s, contract_id, device_id))
+        self._wake.set()
+
+    def request_discovery(self) -> None:
+        self._discovery_wanted = True
         self._wake.set()
 
     def wake(self) -> None:
@@ -135,6 +167,7 @@ class Poller:
 
         An API failure is not: the loop retries discovery with backoff.
         """
+        self._send_snapshots()  # outputs connected before the fleet is known
         try:
             problems = self.discover()
         except BaxoError as error:
@@ -142,111 +175,97 @@ class Poller:
             return
         if problems:
             raise ConfigError(problems)
-        self._next_discovery = time.monotonic() + self._options.discovery_interval_s
+        self._next_discovery = self._clock() + self._options.discovery_interval_s
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             self._heartbeat()
             try:
-                self._run_due_work()
+                self.run_due_work()
             except Exception:  # a bug must not end the polling for good
                 log.exception("unexpected error in the poll loop; going on after a pause")
-                self._next_poll = time.monotonic() + self._backoff_delay()
+                self._next_poll = self._clock() + self._backoff_delay()
             self._wake.clear()
-            wait_s = min(self._next_poll, self._next_discovery) - time.monotonic()
-            if self._refresh_queue:
-                wait_s = min(wait_s, self._refresh_queue[0][0] - time.monotonic())
+            wait_s = min(self._next_poll, self._next_discovery) - self._clock()
+            self._take_refresh_requests()
+            if self._pending_refreshes:
+                next_due = min(at for at, _, _ in self._pending_refreshes)
+                wait_s = min(wait_s, next_due - self._clock())
+            if self._snapshots_wanted or self._discovery_wanted:
+                wait_s = 0.0
             # Wake regularly so the heartbeat (liveness, watchdog) beats.
             self._wake.wait(max(0.0, min(wait_s, HEARTBEAT_S)))
         self._fetcher.close()
 
-    def _run_due_work(self) -> None:
-        if self._republish_wanted:
-            self._republish_wanted = False
-            self.republish_all()
-        now = time.monotonic()
-        if now >= self._next_discovery:
+    def run_due_work(self) -> None:
+        self._send_snapshots()
+        now = self._clock()
+        if self._discovery_wanted or now >= self._next_discovery:
+            self._discovery_wanted = False
             self._run_discovery()
         if now >= self._next_poll and self._discovered:
             self.poll_cycle()
         self._run_due_refreshes()
 
+    def _send_snapshots(self) -> None:
+        while self._snapshots_wanted:
+            name = self._snapshots_wanted.popleft()
+            self._sink.emit_to(name, Snapshot(self.catalog, self.store, self.store.availability))
+
     def _run_discovery(self) -> None:
         try:
             for problem in self.discover():
                 log.error("topic clash; device left out", problem=problem)
-            self._next_discovery = time.monotonic() + self._options.discovery_interval_s
+            self._next_discovery = self._clock() + self._options.discovery_interval_s
         except BaxoError as error:
             self._discovery_failed(error)
 
     def _discovery_failed(self, error: BaxoError) -> None:
         self._metrics.poll_errors.labels(error.kind).inc()
         self._note_failure(error)
-        self._next_discovery = time.monotonic() + self._backoff_delay()
+        self._next_discovery = self._clock() + self._backoff_delay()
 
     # --- discovery --------------------------------------------------------------
 
     def discover(self) -> list[str]:
-        """List contracts and devices, apply filters, retire what is gone."""
+        """List contracts and devices, apply filters, report what appeared and went."""
         listing: list[tuple[Contract, Sequence[Device]]] = []
-        for contract in self._client.contracts():
+        for contract in self._api.contracts():
             if self._filters.contract_selected(contract):
                 structlog.contextvars.bind_contextvars(contract=contract.id)
                 try:
-                    listing.append((contract, self._client.devices(contract.id)))
+                    listing.append((contract, self._api.devices(contract.id)))
                 finally:
                     structlog.contextvars.unbind_contextvars("contract")
         build = build_catalog(listing, self._filters, self._options.topic_names, self._scheme)
         self._discovered = True
         previous, self.catalog = self.catalog, build.catalog
-        for key, entry in previous.entries.items():
-            if key not in build.catalog.entries or self._segments_changed(
-                entry, build.catalog.entries[key]
-            ):
-                self._retire_device(entry)
+        changed = False
+        for key, gone in previous.entries.items():
+            new = build.catalog.entries.get(key)
+            if new is None or new.topic != gone.topic:
+                tags = self.store.remove_device(*key)
+                self._sink.emit(DeviceGone(gone, tuple(tags)))
+                log.info("device gone", contract=key[0], device=key[1])
+                changed = True
         for key, entry in build.catalog.entries.items():
             old = previous.entries.get(key)
-            if old is None or old != entry:
-                self._announce_device(entry, publish=not self._republish_wanted)
+            if old == entry:
+                continue
+            changed = True
+            known = old if old is not None and old.topic == entry.topic else None
+            self._sink.emit(DeviceListed(entry, known))
+            if not entry.device.is_active:
+                self._set_availability(entry, online=False)
+        self._publish_directory(force=True)
         self._update_counts()
-        self._publish_bridge_info()
+        self._sink.emit(DiscoveryDone(self.catalog, changed, self.store.tag_count))
         log.info(
             "discovery done",
             contracts=len(build.catalog.contracts),
             devices=len(build.catalog.entries),
         )
         return build.problems
-
-    @staticmethod
-    def _segments_changed(old: DeviceEntry, new: DeviceEntry) -> bool:
-        return old.topic != new.topic
-
-    def _announce_device(self, entry: DeviceEntry, *, publish: bool = True) -> None:
-        """Publish ``$info`` and, for a device that is not active, ``$availability``.
-
-        With ``publish`` false only the availability is recorded: a republish
-        is pending (the first connect) and will send both anyway.
-        """
-        key = (entry.contract.id, entry.device.id)
-        if not entry.device.is_active:
-            if not publish:
-                self._availability[key] = False
-                return
-            self._set_availability(key, entry.topic, online=False, force=True)
-        if publish:
-            info = device_info_payload(entry.contract, entry.device)
-            self._publish(f"{entry.topic}/$info", info, True)
-
-    def _retire_device(self, entry: DeviceEntry) -> None:
-        """A device that is gone: clear every retained topic it had (no ghost values)."""
-        key = (entry.contract.id, entry.device.id)
-        topic = entry.topic
-        for tag in self.store.remove_device(*key):
-            self._publish(f"{topic}/{escape_segment(tag)}", b"", True)
-        for suffix in ("", "/$info", "/$availability"):
-            self._publish(f"{topic}{suffix}", b"", True)
-        self._availability.pop(key, None)
-        log.info("device gone; its topics were cleared", contract=key[0], device=key[1])
 
     # --- polling ----------------------------------------------------------------
 
@@ -261,13 +280,13 @@ class Poller:
         return batches
 
     def poll_cycle(self) -> None:
-        started = time.monotonic()
+        started = self._clock()
         interval = self._options.interval_s
 
         def upcoming() -> list[Batch]:
             # Cycles that overrun run back to back: let the next one's first
             # requests start now, or the broker idles one API round trip.
-            return self._batches() if time.monotonic() - started >= interval else []
+            return self._batches() if self._clock() - started >= interval else []
 
         batches = self._batches()
         succeeded = 0
@@ -276,25 +295,30 @@ class Poller:
             if isinstance(answer, BaxoError):
                 last_error = answer
                 self._metrics.poll_errors.labels(answer.kind).inc()
-                self._mark_batch(batch, online=False)
+                for device_id in batch.device_ids:
+                    self._set_device_availability(batch.contract_id, device_id, online=False)
             else:
                 succeeded += 1
                 self._absorb(batch.contract_id, batch.device_ids, answer)
-        elapsed = time.monotonic() - started
+        elapsed = self._clock() - started
         self._metrics.poll_duration.observe(elapsed)
         self.cycles += 1
-        if batches and succeeded == 0 and last_error is not None:
+        failed = bool(batches) and succeeded == 0 and last_error is not None
+        self._cycle_done(succeeded=not failed)
+        if failed and last_error is not None:
             self._note_failure(last_error)
             self._fetcher.drop_prefetched()  # answers from before the backoff: stale
-            self._next_poll = time.monotonic() + self._backoff_delay()
+            self._next_poll = self._clock() + self._backoff_delay()
             return
         if last_error is None:
             self._note_recovery()
         self._failures = 0
         self._health.last_successful_poll = time.time()
         self._metrics.last_successful_poll.set(self._health.last_successful_poll)
-        self._update_counts()
-        self._publish_bridge_info(force=False)
+        self._schedule_next(started, elapsed)
+
+    def _schedule_next(self, started: float, elapsed: float) -> None:
+        interval = self._options.interval_s
         if elapsed > interval:
             self._metrics.poll_overruns.inc()
             if not self._overrunning:  # once when it starts, not at every cycle
@@ -304,7 +328,7 @@ class Poller:
                     interval_s=interval,
                 )
             self._overrunning = True
-            self._next_poll = time.monotonic()
+            self._next_poll = self._clock()
         else:
             if self._overrunning:
                 log.info("poll cycles fit the interval again", seconds=round(elapsed, 3))
@@ -312,148 +336,99 @@ class Poller:
             self._next_poll = started + interval
 
     def _absorb(self, contract_id: str, device_ids: Sequence[str], readings: list[Reading]) -> None:
-        """Publish the changes among one batch's readings, and their devices' state."""
+        """Turn one batch's answer into events: changes, gone tags, devices online."""
         filters = self._filters
         if not filters.selects_every_tag:
             readings = [r for r in readings if filters.tag_selected(r.tag)]
-        changes = self.store.apply(contract_id, readings, only_changes=self._options.only_changes)
-        publish = self._publish
-        form = self._options.payload
-        retain = self._options.retain
         entries = self.catalog.entries
-        levels = self._tag_levels
-        changed_devices: dict[str, str] = {}
-        current_id = ""
-        topic = ""
-        for reading in changes:
-            device_id, tag, value, timestamp, is_event = reading
-            if device_id != current_id:
-                current_id = device_id
-                entry = entries.get((contract_id, device_id))
-                if entry is None:  # the API answered for a device we did not ask about
-                    topic = ""
-                    continue
-                topic = changed_devices[device_id] = entry.topic
-            # A fleet has few distinct tag references: escape each one once.
-            level = levels.get(tag)
-            if level is None:
-                level = levels[tag] = escape_segment(tag)
-            if not topic or not level:
+        store = self.store
+        emit = self._sink.emit
+        for update in store.apply(contract_id, readings, only_changes=self._options.only_changes):
+            entry = entries.get((contract_id, update.device_id))
+            if entry is None:  # the API answered for a device we did not ask about
                 continue
-            payload = (
-                value.encode()
-                if form == "value"
-                else tag_payload((value, timestamp, is_event), form)
-            )
-            publish(f"{topic}/{level}", payload, retain)
-        if self._options.device_state:
-            for device_id, topic in changed_devices.items():
-                values = self.store.device_values(contract_id, device_id)
-                publish(topic, device_state_payload(values, form), retain)
-        self._retire_missing_tags(contract_id, device_ids, readings)
+            if update.changes:
+                values = store.device_values(contract_id, update.device_id)
+                emit(TagsChanged(entry, update.changes, values))
+            if update.gone:
+                emit(TagsGone(entry, update.gone))
+                log.info(
+                    "tags gone",
+                    contract=contract_id,
+                    device=update.device_id,
+                    tags=list(update.gone),
+                )
         for device_id in device_ids:
-            entry = entries.get((contract_id, device_id))
-            if entry is not None:
-                self._set_availability((contract_id, device_id), entry.topic, True)
+            self._set_device_availability(contract_id, device_id, online=True)
 
-    def _retire_missing_tags(
-        self, contract_id: str, device_ids: Sequence[str], readings: list[Reading]
-    ) -> None:
-        """A device that answered without a tag it used to have: clear that tag's topic."""
-        # Counting (in C) is all the common case needs: as many tags as stored.
-        answered = Counter(reading.device_id for reading in readings)
-        for device_id, count in answered.items():
-            if count == len(self.store.device_values(contract_id, device_id)):
-                continue
-            seen = {r.tag for r in readings if r.device_id == device_id}
-            entry = self.catalog.entries.get((contract_id, device_id))
-            for tag in self.store.tags_missing_from(contract_id, device_id, seen):
-                self.store.forget(contract_id, device_id, tag)
-                if entry is not None:
-                    self._publish(f"{entry.topic}/{escape_segment(tag)}", b"", True)
-                    log.info(
-                        "tag gone; its topic was cleared",
-                        contract=contract_id,
-                        device=device_id,
-                        tag=tag,
-                    )
+    def _set_device_availability(self, contract_id: str, device_id: str, *, online: bool) -> None:
+        entry = self.catalog.entries.get((contract_id, device_id))
+        if entry is not None:
+            self._set_availability(entry, online=online)
 
-    def _mark_batch(self, batch: Batch, online: bool) -> None:
-        for device_id in batch.device_ids:
-            entry = self.catalog.entries.get((batch.contract_id, device_id))
-            if entry is not None:
-                key = (batch.contract_id, device_id)
-                self._set_availability(key, entry.topic, online)
+    def _set_availability(self, entry: DeviceEntry, *, online: bool) -> None:
+        if self.store.set_availability((entry.contract.id, entry.device.id), online):
+            self._sink.emit(AvailabilityChanged(entry, online))
 
-    def _set_availability(
-        self, key: tuple[str, str], device_topic: str, online: bool, force: bool = False
-    ) -> None:
-        if not force and self._availability.get(key) is online:
-            return
-        self._availability[key] = online
-        self._publish(f"{device_topic}/$availability", b"online" if online else b"offline", True)
+    def _cycle_done(self, *, succeeded: bool) -> None:
+        self._publish_directory()
+        self._update_counts()
+        catalog = self.catalog
+        self._sink.emit(
+            CycleDone(
+                succeeded,
+                len(catalog.contracts),
+                len(catalog.entries),
+                self.store.tag_count,
+                self.store,
+            )
+        )
 
-    # --- refresh after a write --------------------------------------------------
+    # --- refresh of single devices (after a write, or asked for) ----------------
+
+    def _take_refresh_requests(self) -> None:
+        # Other threads append to the deque; only this thread pops, and a
+        # popleft is atomic, so the pending list is this thread's alone.
+        while self._refresh_queue:
+            self._pending_refreshes.append(self._refresh_queue.popleft())
 
     def _run_due_refreshes(self) -> None:
-        now = time.monotonic()
-        while self._refresh_queue and self._refresh_queue[0][0] <= now:
-            _, contract_id, device_id = self._refresh_queue.popleft()
+        self._take_refresh_requests()
+        if not self._pending_refreshes:
+            return
+        now = self._clock()
+        due = {(c, d): None for at, c, d in self._pending_refreshes if at <= now}  # each once
+        if not due:
+            return
+        self._pending_refreshes = [item for item in self._pending_refreshes if item[0] > now]
+        refreshed = False
+        for contract_id, device_id in due:
             entry = self.catalog.entries.get((contract_id, device_id))
             if entry is None or not entry.device.is_active:
                 continue
             try:
-                readings = self._client.realtime(
-                    contract_id, [device_id], self._filters.literal_tags()
-                )
+                readings = self._api.realtime(contract_id, [device_id], self._literal_tags)
             except BaxoError as error:
                 self._metrics.poll_errors.labels(error.kind).inc()
                 log.warning(
-                    "refresh after write failed",
+                    "refresh of one device failed",
                     contract=contract_id,
                     device=device_id,
                     error=str(error),
                 )
                 continue
             self._absorb(contract_id, [device_id], readings)
-
-    # --- (re)connect --------------------------------------------------------------
-
-    def republish_all(self) -> None:
-        """Every retained topic again, from memory: refills a broker that lost them."""
-        started = time.monotonic()
-        self._publish(self._scheme.bridge_state(), b"online", True)
-        self._publish_bridge_info()
-        form = self._options.payload
-        retain = self._options.retain
-        count = 0
-        for key, entry in self.catalog.entries.items():
-            topic = entry.topic
-            self._publish(f"{topic}/$info", device_info_payload(entry.contract, entry.device), True)
-            online = self._availability.get(key)
-            if online is not None:
-                self._publish(f"{topic}/$availability", b"online" if online else b"offline", True)
-            values = self.store.device_values(*key)
-            for tag, stored in values.items():
-                self._publish(f"{topic}/{escape_segment(tag)}", tag_payload(stored, form), retain)
-            count += len(values)
-            if values and self._options.device_state:
-                self._publish(topic, device_state_payload(values, form), retain)
-        log.info(
-            "republished every topic after connecting",
-            values=count,
-            seconds=round(time.monotonic() - started, 3),
-        )
+            refreshed = True
+        if refreshed:
+            self._cycle_done(succeeded=True)
 
     # --- bookkeeping --------------------------------------------------------------
 
-    def _publish_bridge_info(self, *, force: bool = True) -> None:
-        counts = (len(self.catalog.contracts), len(self.catalog.entries), self.store.tag_count)
-        if not force and counts == self._published_counts:
-            return
-        self._published_counts = counts
-        payload = bridge_info_payload(__version__, self._options.interval_s, *counts)
-        self._publish(self._scheme.bridge_info(), payload, True)
+    def _publish_directory(self, *, force: bool = False) -> None:
+        version = self.store.tags_version
+        if force or version != self._directory_version:
+            self._directory_version = version
+            self._on_directory(WriteDirectory.build(self.catalog, self.store.known_tags()))
 
     def _update_counts(self) -> None:
         self._metrics.devices.set(len(self.catalog.entries))

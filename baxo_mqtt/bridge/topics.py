@@ -29,7 +29,7 @@ stays total and returns ``""`` for ``""``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 #: The level under ``<base>`` that holds the bridge's own topics.
 BRIDGE_LEVEL = "bridge"
@@ -104,6 +104,9 @@ class TopicScheme:
     """
 
     base: str
+    # A fleet has few distinct tag references and every value of every cycle
+    # needs one escaped: escape each once.
+    _tag_levels: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         problem = _base_problem(self.base)
@@ -143,6 +146,20 @@ class TopicScheme:
 
     def set_result(self, contract: str, device: str, tag: str) -> str:
         return f"{self.set_command(contract, device, tag)}/{RESULT_LEVEL}"
+
+    # Under a device topic that ``device`` built (``DeviceEntry.topic``):
+
+    def tag_of(self, device_topic: str, tag: str) -> str:
+        level = self._tag_levels.get(tag)
+        if level is None:
+            level = self._tag_levels[tag] = _level(tag, "tag reference")
+        return f"{device_topic}/{level}"
+
+    def info_of(self, device_topic: str) -> str:
+        return f"{device_topic}/{INFO_LEVEL}"
+
+    def availability_of(self, device_topic: str) -> str:
+        return f"{device_topic}/{AVAILABILITY_LEVEL}"
 
     def set_subscription(self) -> str:
         """The one filter that receives every /set command of every tag."""

@@ -5,10 +5,12 @@ pure and quick) and drops the outcome here; every HTTP call and every reply
 happens on the writer's own threads, so a slow or failing API never holds up
 the MQTT loop or the poller.
 
-Writes to one device keep their arrival order: each device is always served
-by the same worker (chosen by hashing its key), and each worker takes its
-queue in order. Different devices proceed in parallel. A failed write is
-reported, never retried: writing a parameter twice is not always harmless.
+Requests for one device are answered in arrival order, rejections
+included: each device is always served by the same worker (chosen by
+hashing its key: the device's topic for ``/set``, its ids otherwise), and
+each worker takes its queue in order. Different devices proceed in
+parallel. A failed write is reported, never retried: writing a parameter
+twice is not always harmless.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 import zlib
 from collections.abc import Callable
+from typing import Protocol
 
 import structlog
 
-from baxo_mqtt.baxo.client import BaxoClient
 from baxo_mqtt.bridge.commands import JsonValue, Rejection, Reply, WriteCommand, result_payload
 from baxo_mqtt.errors import BaxoError
 from baxo_mqtt.metrics import Metrics
@@ -35,11 +38,31 @@ SendReply = Callable[[str, bytes, bytes | None], object]
 _STOP = object()
 
 
+class WriteApi(Protocol):
+    """The one API call the write path makes (``BaxoClient`` has it)."""
+
+    def write_tag(self, contract_id: str, device_id: str, tag_ref: str, value: str) -> None: ...
+
+
+def order_key(item: WriteCommand | Rejection) -> str | None:
+    """The device a request addresses, the same for its rejection and its write.
+
+    A /set request names its device by topic (``<base>/<c>/<d>/<t>/set``), and
+    a rejection may not know the ids, so both are keyed by the topic's device
+    part; a write without a reply (a Sparkplug command) by its ids.
+    """
+    if item.reply is not None:
+        return item.reply.result_topic.rsplit("/", 3)[0]
+    if isinstance(item, WriteCommand):
+        return f"{item.contract_id}/{item.device_id}"
+    return None
+
+
 class Writer:
     def __init__(
         self,
         *,
-        client: BaxoClient,
+        client: WriteApi,
         publish: Publish,
         reply: SendReply,
         metrics: Metrics,
@@ -63,25 +86,26 @@ class Writer:
         return self
 
     def stop(self, timeout_s: float = 2.0) -> None:
+        """Let each worker finish the request in hand, waiting ``timeout_s`` in all."""
         if not any(thread.is_alive() for thread in self._threads):
             return  # never started (the bridge stopped during start-up)
         for q in self._queues:
             # A full queue keeps its thread busy; daemon threads end with the process.
             with contextlib.suppress(queue.Full):
                 q.put_nowait(_STOP)
+        deadline = time.monotonic() + timeout_s
         for thread in self._threads:
-            thread.join(timeout_s)
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def submit(self, item: WriteCommand | Rejection) -> None:
-        """Queue a decoded /set message (called from paho's thread: never blocks)."""
+        """Queue a decoded request (called from paho's thread: never blocks)."""
         if isinstance(item, Rejection):
             self._metrics.writes.labels("rejected").inc()
-            if item.reply is None:  # a retained command: logged, never answered or written
+        key = order_key(item)
+        if key is None:
+            if isinstance(item, Rejection):  # nobody waits for it (a retained command): log only
                 log.warning("set message ignored", reason=item.reason)
-                return
-            key = item.reply.result_topic
-        else:
-            key = f"{item.contract_id}/{item.device_id}"
+            return
         worker = self._queues[zlib.crc32(key.encode()) % len(self._queues)]
         try:
             worker.put_nowait(item)
