@@ -275,10 +275,8 @@ def test_a_home_assistant_that_lost_every_config_gets_them_again_when_it_starts(
     configs = Watcher(broker.port, "homeassistant/+/+/+/config")
     try:
         # The bridge's connectivity and the pump's TEMP sensor.
-        topics = wait_until(
-            lambda: len(configs.latest) == 2 and list(configs.latest), 10, "configs"
-        )
-        for topic in topics:
+        wait_until(lambda: len(configs.latest) == 2, 10, "the retained configs")
+        for topic in list(configs.latest):
             configs.publish(topic, b"", retain=True)
         wait_until(lambda: not configs.latest, 10, "configs cleared")
     finally:
