@@ -6,8 +6,9 @@ Exit codes: 0 success, 1 runtime failure, 2 bad configuration or arguments.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from baxo_mqtt import __version__
@@ -85,11 +86,26 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--tags", type=int, default=4, help="tags per device")
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument(
+        "--log-period",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds between two samples of a device's tags (default 60; 0: every read "
+        "is a new sample)",
+    )
+    sim.add_argument(
+        "--transmit-period",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds between two transmissions of a device (default: the log period)",
+    )
+    sim.add_argument(
         "--value-period",
         type=float,
-        default=10.0,
+        default=None,
         metavar="S",
-        help="seconds between value changes (0: every read changes)",
+        help="sets both periods at once (0: every read changes)",
     )
     sim.add_argument(
         "--latency", type=float, default=0.0, metavar="S", help="added latency per API request"
@@ -104,8 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--staggered",
         action="store_true",
-        help="each device changes at its own moment within the value period, as real "
-        "loggers transmitting on their own schedules do",
+        help="each device samples and transmits at its own moment in the period, as real "
+        "loggers on their own schedules do",
     )
     sim.add_argument("--page-size", type=int, default=10_000, help="history rows per page")
     sim.add_argument("--username", default="demo@example.com")
@@ -130,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command: str = args.command
     if command == "simulator":
-        from baxo_mqtt.simulator.server import serve
+        from baxo_mqtt.simulator.http import serve
 
         return serve(
             host=args.host,
@@ -140,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             tags=args.tags,
             seed=args.seed,
             value_period_s=args.value_period,
+            log_period_s=args.log_period,
+            transmit_period_s=args.transmit_period,
             latency_s=args.latency,
             error_rate=args.error_rate,
             username=args.username,
@@ -154,10 +172,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             broker=args.broker, interval_s=args.interval, metrics_port=args.metrics_port
         )
     if command == "check-config":
-        from baxo_mqtt.settings import check_config_command
-
         return check_config_command(args.config)
     return _with_settings(command, args)
+
+
+def check_config_command(cli_path: str | None, environ: Mapping[str, str] | None = None) -> int:
+    """``baxo-mqtt check-config``: print the effective configuration, or every problem.
+
+    Returns the exit code: 0 when the configuration is valid, 2 when it is not.
+    """
+    from baxo_mqtt.settings import load_settings, render_effective, resolve_config_path
+
+    environ = os.environ if environ is None else environ
+    try:
+        settings = load_settings(cli_path, environ)
+    except ConfigError as error:
+        return report_config_error(error)
+    sys.stdout.write(render_effective(settings))
+    path = resolve_config_path(cli_path, environ)
+    print(f"configuration OK ({path if path is not None else 'environment only'})", file=sys.stderr)
+    return 0
 
 
 def _with_settings(command: str, args: argparse.Namespace) -> int:
@@ -194,7 +228,7 @@ def _api_tool(command: str, args: argparse.Namespace, settings: Settings) -> int
         if command == "discover":
             from baxo_mqtt.baxo.inventory import collect_inventory, render_json, render_table
 
-            inventory = collect_inventory(client)
+            inventory = collect_inventory(client, settings.poll.batch_size)
             sys.stdout.write(render_json(inventory) if args.json else render_table(inventory))
             return 0
         if command == "history":

@@ -32,7 +32,7 @@ from baxo_mqtt.logs import configure_logging
 from baxo_mqtt.ports import free_port, port_answers
 from baxo_mqtt.settings import Settings
 from baxo_mqtt.simulator.fleet import Fleet
-from baxo_mqtt.simulator.server import SimulatorServer
+from baxo_mqtt.simulator.http import SimulatorServer
 
 DEMO_USER, DEMO_PASSWORD = "demo@example.com", "demo"
 
@@ -174,7 +174,7 @@ def run_demo(
     signal.signal(signal.SIGTERM, request_stop)
     with ExitStack() as cleanup:
         simulator = SimulatorServer(
-            Fleet.generate(contracts=1, devices=5, tags=4, seed=7, staggered=True)
+            Fleet.generate(contracts=1, devices=5, tags=4, seed=7, log_period_s=10, staggered=True)
         ).start()
         cleanup.callback(simulator.stop)
         try:

@@ -152,24 +152,33 @@ def redact_secrets(secrets: Iterable[str]) -> Processor:
     return processor
 
 
-def _secret_forms(secrets: Iterable[str]) -> set[str]:
-    """Each secret as written, URL-encoded (path and form style) and JSON-escaped.
+def secret_spellings(secret: str) -> set[str]:
+    """``secret`` in every spelling it may take in a log line, an error or a body.
 
-    A secret that is part of the mask itself ("*", "**", "***") cannot be told
-    apart from it and is left out: replacing it would never end.
+    As written; URL-encoded in a path (``/`` kept and not) and in a form
+    (``+`` for a space); JSON-escaped, with and without ``\\u`` escapes for
+    non-ASCII text. A secret or spelling that is part of the mask itself ("*",
+    "**", "***") is left out: it cannot be told apart from a redaction, and
+    replacing it would never end. An empty secret has no spelling.
     """
+    if not secret or secret in MASK:
+        return set()
+    spellings = {
+        secret,
+        quote(secret),
+        quote(secret, safe=""),
+        quote_plus(secret, safe=""),
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+    }
+    return {spelling for spelling in spellings if spelling and spelling not in MASK}
+
+
+def _secret_forms(secrets: Iterable[str]) -> set[str]:
     forms: set[str] = set()
     for secret in secrets:
-        if not secret or secret in MASK:
-            continue
-        forms |= {
-            secret,
-            quote(secret, safe=""),
-            quote_plus(secret, safe=""),
-            json.dumps(secret)[1:-1],
-            json.dumps(secret, ensure_ascii=False)[1:-1],
-        }
-    return {form for form in forms if form not in MASK}
+        forms |= secret_spellings(secret)
+    return forms
 
 
 def _unchanged(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:

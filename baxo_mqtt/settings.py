@@ -31,8 +31,12 @@ holds it (one trailing newline dropped). When ``$CREDENTIALS_DIRECTORY`` is set
 stand in for a ``password_file`` that was not given, so the effective
 configuration shows where the secret came from.
 
+``[[tags]]`` is an array of tables and is read from the file only: the
+environment has no way to say "the second table".
+
 Every problem is reported, one line per field, as ``ConfigError.problems``;
-no line ever repeats a secret.
+no line ever repeats a secret. Checks that compare sections (the history
+stream needs QoS 1 or 2, for one) report every disagreement, each on its line.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ import json
 import math
 import os
 import socket
-import sys
+import string
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -69,16 +73,20 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from baxo_mqtt.bridge.tagmeta import (
+    HOME_ASSISTANT_NUMBER_DEVICE_CLASSES,
+    HOME_ASSISTANT_SENSOR_DEVICE_CLASSES,
+    TagMeta,
+    TagMetadata,
+)
 from baxo_mqtt.errors import ConfigError
+from baxo_mqtt.logs import MASK
 
 ENV_PREFIX = "BAXO_MQTT_"
 ENV_NESTED_DELIMITER = "__"
 CONFIG_PATH_VARIABLE = "BAXO_MQTT_CONFIG"
 CREDENTIALS_DIRECTORY_VARIABLE = "CREDENTIALS_DIRECTORY"
 DEFAULT_CONFIG_PATH = Path("/etc/baxo-mqtt/config.toml")
-
-#: How ``render_effective`` shows a secret that is set.
-MASK = "***"
 
 # A value longer than this is cut short when an error message quotes it.
 _MAX_QUOTED = 60
@@ -95,6 +103,21 @@ def _problem(message: str, **context: Any) -> PydanticCustomError:
     context names the key when the error is raised by a whole-section check.
     """
     return PydanticCustomError("config_problem", "{message}", {"message": message, **context})
+
+
+def _problems(found: list[tuple[str, str]]) -> ValidationError:
+    """Several problems found by one whole-configuration check, each on its own line.
+
+    Each is ``(dotted key, message)``; the key travels as ``field`` like the
+    single-problem checks' own.
+    """
+    return ValidationError.from_exception_data(
+        "Settings",
+        [
+            {"type": _problem(message, field=key), "loc": (), "input": None}
+            for key, message in found
+        ],
+    )
 
 
 def _between(low: int, high: int) -> AfterValidator:
@@ -279,16 +302,7 @@ class MqttSettings(BaseModel):
     @field_validator("base_topic")
     @classmethod
     def _usable_topic_prefix(cls, value: str) -> str:
-        if not value:
-            raise _problem("must not be empty")
-        forbidden = [name for char, name in _TOPIC_FORBIDDEN.items() if char in value]
-        if forbidden:
-            raise _problem(f"must not contain {', '.join(forbidden)}")
-        if value.startswith("/") or value.endswith("/"):
-            raise _problem(f"must not start or end with '/' (got {_quoted(value)})")
-        if value.startswith("$"):
-            raise _problem("must not start with '$': such topics are reserved for the broker")
-        return value
+        return _topic_prefix(value)
 
     @model_validator(mode="after")
     def _load_password_file(self) -> Self:
@@ -300,6 +314,20 @@ class MqttSettings(BaseModel):
 
 
 _TOPIC_FORBIDDEN = {"+": "'+'", "#": "'#'", "\0": "NUL"}
+
+
+def _topic_prefix(value: str) -> str:
+    """A topic prefix others are built under: one or more levels, no wildcard."""
+    if not value:
+        raise _problem("must not be empty")
+    forbidden = [name for char, name in _TOPIC_FORBIDDEN.items() if char in value]
+    if forbidden:
+        raise _problem(f"must not contain {', '.join(forbidden)}")
+    if value.startswith("/") or value.endswith("/"):
+        raise _problem(f"must not start or end with '/' (got {_quoted(value)})")
+    if value.startswith("$"):
+        raise _problem("must not start with '$': such topics are reserved for the broker")
+    return value
 
 
 class PollSettings(BaseModel):
@@ -317,6 +345,7 @@ class PublishSettings(BaseModel):
 
     model_config = _SECTION_CONFIG
 
+    # false: none of the plain topics, only the outputs enabled further down.
     enabled: bool = True
     payload: Literal["value", "json"] = "value"
     only_changes: bool = True
@@ -344,6 +373,182 @@ class WriteSettings(BaseModel):
     enabled: bool = True
     allow: list[Pattern] = Field(default_factory=list)
     deny: list[Pattern] = Field(default_factory=list)
+
+
+class StateSettings(BaseModel):
+    """``[state]``: where what must survive a restart is kept (see ``baxo_mqtt.state``)."""
+
+    model_config = _SECTION_CONFIG
+
+    # Empty: $STATE_DIRECTORY, else /var/lib/baxo-mqtt when writable, else
+    # ~/.local/state/baxo-mqtt (state.resolve_state_dir). Created only when used.
+    dir: str = ""
+
+
+class HistorySettings(BaseModel):
+    """``[history]``: the stream of every recorded sample, with no gap."""
+
+    model_config = _SECTION_CONFIG
+
+    stream: bool = False
+    lookback_s: Annotated[float, _finite_and_above(0, inclusive=True)] = 3600.0
+    interval_s: Seconds = 300.0
+    batch_size: Annotated[int, _between(1, 500)] = 50
+    overlap_s: Annotated[float, _finite_and_above(0, inclusive=True)] = 3600.0
+    max_span_s: Seconds = 86400.0
+
+
+# Sparkplug B builds topics from these ids: a level separator or a wildcard in one
+# would publish somewhere else or be refused by the broker.
+_SPARKPLUG_FORBIDDEN = {"/": "'/'", "+": "'+'", "#": "'#'", "\0": "NUL"}
+SPARKPLUG_DEVICE_PLACEHOLDERS = ("contract_id", "contract_reference", "device_id", "device_name")
+
+
+def _sparkplug_id(value: str) -> str:
+    forbidden = [name for char, name in _SPARKPLUG_FORBIDDEN.items() if char in value]
+    if forbidden:
+        raise _problem(f"must not contain {', '.join(forbidden)} (got {_quoted(value)})")
+    return value
+
+
+SparkplugId = Annotated[str, AfterValidator(_sparkplug_id)]
+
+
+class SparkplugSettings(BaseModel):
+    """``[sparkplug]``: a Sparkplug B 3.0 edge node on its own MQTT connection."""
+
+    model_config = _SECTION_CONFIG
+
+    enabled: bool = False
+    group_id: Annotated[SparkplugId, AfterValidator(_not_blank)] = "BAXO"
+    # Empty: the effective mqtt.client_id (Settings.sparkplug_edge_node_id).
+    edge_node_id: SparkplugId = ""
+    device_id: str = "{contract_reference}_{device_id}"
+    primary_host_id: SparkplugId = ""
+    datatype_in_data: bool = False
+
+    @field_validator("device_id")
+    @classmethod
+    def _device_id_template(cls, value: str) -> str:
+        literal, names = _template_parts(value)
+        if not value.strip():
+            raise _problem("must not be empty")
+        unknown = [name for name in names if name not in SPARKPLUG_DEVICE_PLACEHOLDERS]
+        if unknown:
+            known = ", ".join("{" + name + "}" for name in SPARKPLUG_DEVICE_PLACEHOLDERS)
+            shown = ", ".join("{" + name + "}" for name in unknown)
+            raise _problem(f"unknown placeholder {shown} (known: {known})")
+        # Only the text around the placeholders: the values put in are escaped.
+        _sparkplug_id(literal)
+        return value
+
+    def device_name(
+        self, *, contract_id: str, contract_reference: str, device_id: str, device_name: str
+    ) -> str:
+        """The ``device_id`` template filled in (values as given; escaping is the caller's)."""
+        return self.device_id.format(
+            contract_id=contract_id,
+            contract_reference=contract_reference,
+            device_id=device_id,
+            device_name=device_name,
+        )
+
+
+def _template_parts(template: str) -> tuple[str, list[str]]:
+    """The literal text of a ``{name}`` template and its placeholder names."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError:
+        raise _problem(
+            "unbalanced '{' or '}' (write '{{' and '}}' for the characters themselves)"
+        ) from None
+    literal, names = "", []
+    for text, name, spec, conversion in parsed:
+        literal += text
+        if name is None:
+            continue
+        if spec or conversion or not name.isidentifier():
+            raise _problem(f"placeholders are plain names such as {{device_id}} (got {{{name}}})")
+        names.append(name)
+    return literal, names
+
+
+class HomeAssistantSettings(BaseModel):
+    """``[homeassistant]``: Home Assistant MQTT discovery."""
+
+    model_config = _SECTION_CONFIG
+
+    enabled: bool = False
+    discovery_prefix: str = "homeassistant"
+    # 0: never; Home Assistant reads expire_after as whole seconds.
+    expire_after_s: Annotated[int, _at_least(0)] = 0
+
+    @field_validator("discovery_prefix")
+    @classmethod
+    def _usable_prefix(cls, value: str) -> str:
+        return _topic_prefix(value)
+
+
+def _device_class(value: str) -> str:
+    if value in HOME_ASSISTANT_NUMBER_DEVICE_CLASSES or not value:
+        return value
+    if value in HOME_ASSISTANT_SENSOR_DEVICE_CLASSES:
+        # A device class goes only to numeric tags, beside state_class measurement,
+        # which Home Assistant refuses for its date, enum and timestamp sensors.
+        raise _problem(
+            f"{_quoted(value)} is a Home Assistant class for sensors whose state is not a "
+            "number; a [[tags]] device_class describes numeric tags"
+        )
+    raise _problem(
+        f"{_quoted(value)} is not a Home Assistant sensor or number device class "
+        "(see the device classes of Home Assistant's sensor and number entities)"
+    )
+
+
+def _at_least_one_glob(value: list[str]) -> list[str]:
+    if not value:
+        raise _problem("must hold at least one glob (an empty list matches no tag)")
+    return value
+
+
+def _finite(value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise _problem(f"must be a finite number (got {value})")
+    return value
+
+
+FiniteOrUnset = Annotated[float | None, AfterValidator(_finite)]
+
+
+class TagTable(BaseModel):
+    """One ``[[tags]]`` table: metadata for the tags matching its globs."""
+
+    model_config = _SECTION_CONFIG
+
+    match: Annotated[list[Pattern], AfterValidator(_at_least_one_glob)]
+    unit: str = ""
+    device_class: Annotated[str, AfterValidator(_device_class)] = ""
+    type: Literal["auto", "double", "int", "bool", "string"] = "auto"
+    min: FiniteOrUnset = None
+    max: FiniteOrUnset = None
+    step: FiniteOrUnset = None
+
+    @field_validator("step")
+    @classmethod
+    def _positive_step(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise _problem(f"must be greater than 0 (got {value:g})")
+        return value
+
+    @model_validator(mode="after")
+    def _coherent_bounds(self) -> Self:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise _problem(f"greater than max ({self.min:g} > {self.max:g})", field="min")
+        if self.type in ("bool", "string"):
+            for key in ("min", "max", "step"):
+                if getattr(self, key) is not None:
+                    raise _problem(f"bounds a number, but type is {self.type!r}", field=key)
+        return self
 
 
 class MetricsSettings(BaseModel):
@@ -380,8 +585,57 @@ class Settings(BaseSettings):
     publish: PublishSettings = Field(default_factory=PublishSettings)
     filter: FilterSettings = Field(default_factory=FilterSettings)
     write: WriteSettings = Field(default_factory=WriteSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
+    history: HistorySettings = Field(default_factory=HistorySettings)
+    sparkplug: SparkplugSettings = Field(default_factory=SparkplugSettings)
+    homeassistant: HomeAssistantSettings = Field(default_factory=HomeAssistantSettings)
+    # [[tags]]: an array of tables, in file order; the first table matching a tag wins.
+    tags: list[TagTable] = Field(default_factory=list)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+
+    @property
+    def uses_state_directory(self) -> bool:
+        """Whether anything must survive a restart; if not, the directory is not touched."""
+        return self.history.stream or self.sparkplug.enabled
+
+    @property
+    def sparkplug_edge_node_id(self) -> str:
+        """``sparkplug.edge_node_id``, or the effective MQTT client id when it is empty."""
+        return self.sparkplug.edge_node_id or self.mqtt.effective_client_id
+
+    @model_validator(mode="after")
+    def _sections_agree(self) -> Self:
+        problems: list[tuple[str, str]] = []
+        if self.history.stream and self.mqtt.qos == 0:
+            problems.append(
+                (
+                    "history.stream",
+                    "true needs mqtt.qos 1 or 2: a sample is delivered only once the "
+                    "broker acknowledged it (mqtt.qos is 0)",
+                )
+            )
+        if self.sparkplug.enabled and not self.sparkplug.edge_node_id:
+            client_id = self.mqtt.effective_client_id
+            forbidden = [name for char, name in _SPARKPLUG_FORBIDDEN.items() if char in client_id]
+            if forbidden:
+                problems.append(
+                    (
+                        "sparkplug.edge_node_id",
+                        f"empty, and the client id {_quoted(client_id)} "
+                        f"that stands in for it contains {', '.join(forbidden)}",
+                    )
+                )
+        if self.homeassistant.enabled and not self.publish.enabled:
+            problems.append(
+                (
+                    "homeassistant.enabled",
+                    "true needs publish.enabled: Home Assistant reads the plain value topics",
+                )
+            )
+        if problems:
+            raise _problems(problems)
+        return self
 
     def secret_values(self) -> list[str]:
         """Every secret that is set, for the log redactor."""
@@ -422,6 +676,9 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     for name, field in Settings.model_fields.items()
     if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
 }
+# Arrays of tables (``[[tags]]``): read from the file only, as the environment has
+# no spelling for "the second table".
+_TABLE_ARRAYS = ("tags",)
 
 # --- reading the sources -------------------------------------------------------------
 
@@ -496,6 +753,11 @@ def _raw_configuration(path: Path | None, environ: Mapping[str, str]) -> dict[st
     if path is not None:
         raw.update(_read_config_file(path))
     for section, table in environment_overrides(environ).items():
+        if section in _TABLE_ARRAYS:
+            variables = ", ".join(sorted(f"{ENV_PREFIX}{section}__{key}".upper() for key in table))
+            raise ConfigError(
+                [f"{section}: [[{section}]] tables are read from the file only (got {variables})"]
+            )
         current = raw.get(section, {})
         # A section that is not a table in the file stays as it is, for validation to report.
         if isinstance(current, dict):
@@ -564,6 +826,11 @@ def _describe(detail: ErrorDetails) -> str:
         return f"{_dotted(location)}: {context['message']}"
     if kind == "extra_forbidden":
         return f"{_dotted(location)}: {_unknown_key(location)}"
+    if location and location[0] in _TABLE_ARRAYS:
+        if len(location) == 1 and kind == "list_type":
+            return f"{location[0]}: must be tables written [[{location[0]}]], not [{location[0]}]"
+        if kind == "missing":
+            return f"{_dotted(location)}: required"
     if kind == "missing":
         variable = ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(part) for part in location).upper()
         return f"{_dotted(location)}: required (in the file, or as {variable})"
@@ -581,10 +848,13 @@ def _describe(detail: ErrorDetails) -> str:
 def _unknown_key(location: list[int | str]) -> str:
     # The value of an unknown key is never quoted: it may be a misspelt password.
     if len(location) == 1:
-        return f"unknown section (known: {', '.join(_SECTIONS)})"
+        return f"unknown section (known: {', '.join(Settings.model_fields)})"
     model = _SECTIONS.get(str(location[0]))
     if len(location) == 2 and model is not None:
         return f"unknown key (known in [{location[0]}]: {', '.join(model.model_fields)})"
+    if len(location) == 3 and location[0] in _TABLE_ARRAYS:
+        known = ", ".join(TagTable.model_fields)
+        return f"unknown key (known in [[{location[0]}]]: {known})"
     return "unknown key"
 
 
@@ -603,22 +873,68 @@ def _quoted(value: object) -> str:
     return text if len(text) <= _MAX_QUOTED else text[: _MAX_QUOTED - 3] + "..."
 
 
+# --- what the rest of the bridge reads ------------------------------------------------
+
+
+def tag_metadata_from(settings: Settings) -> TagMetadata:
+    """The ``[[tags]]`` tables as the bridge's outputs read them."""
+    return TagMetadata(
+        [
+            TagMeta(
+                match=tuple(table.match),
+                unit=table.unit,
+                device_class=table.device_class,
+                type=table.type,
+                min=table.min,
+                max=table.max,
+                step=table.step,
+            )
+            for table in settings.tags
+        ]
+    )
+
+
 # --- check-config ------------------------------------------------------------------------
 
 
 def render_effective(settings: Settings) -> str:
     """The effective configuration as TOML, every key; a secret that is set shows ``***``."""
-    blocks = []
-    for section_name in _SECTIONS:
-        section = getattr(settings, section_name)
-        lines = [f"[{section_name}]"]
-        for key in type(section).model_fields:
-            line = f"{key} = {_toml_value(getattr(section, key))}"
-            if isinstance(section, MqttSettings) and key == "client_id" and not section.client_id:
-                line += f"  # effective: {section.effective_client_id}"
-            lines.append(line)
-        blocks.append("\n".join(lines))
+    blocks: list[str] = []
+    for name in type(settings).model_fields:
+        if name in _TABLE_ARRAYS:
+            blocks.extend(_render_table(f"[[{name}]]", table) for table in getattr(settings, name))
+        else:
+            blocks.append(_render_table(f"[{name}]", getattr(settings, name), settings))
     return "\n\n".join(blocks) + "\n"
+
+
+def _render_table(header: str, table: BaseModel, settings: Settings | None = None) -> str:
+    lines = [header]
+    for key in type(table).model_fields:
+        value = getattr(table, key)
+        if value is None:  # TOML has no null: an unset optional key is left out
+            continue
+        line = f"{key} = {_toml_value(value)}"
+        note = _effective_note(table, key, settings) if settings is not None else ""
+        lines.append(f"{line}  # {note}" if note else line)
+    return "\n".join(lines)
+
+
+def _effective_note(table: BaseModel, key: str, settings: Settings) -> str:
+    """What an empty key that stands for a computed value means here."""
+    # Values are quoted as TOML strings: a comment may not hold control characters.
+    if isinstance(table, MqttSettings) and key == "client_id" and not table.client_id:
+        return f"effective: {_toml_string(table.effective_client_id)}"
+    if isinstance(table, SparkplugSettings) and key == "edge_node_id" and not table.edge_node_id:
+        return f"effective: {_toml_string(settings.sparkplug_edge_node_id)}"
+    if isinstance(table, StateSettings) and key == "dir":
+        if not settings.uses_state_directory:
+            return "not used: neither history.stream nor sparkplug.enabled"
+        if not table.dir:
+            from baxo_mqtt.state import resolve_state_dir
+
+            return f"effective: {_toml_string(str(resolve_state_dir('')))}"
+    return ""
 
 
 def _toml_value(value: object) -> str:
@@ -655,21 +971,3 @@ def _toml_string(text: str) -> str:
         else:
             escaped.append(char)
     return '"' + "".join(escaped) + '"'
-
-
-def check_config_command(cli_path: str | None, environ: Mapping[str, str] | None = None) -> int:
-    """``baxo-mqtt check-config``: print the effective configuration, or every problem.
-
-    Returns the exit code: 0 when the configuration is valid, 2 when it is not.
-    """
-    environ = os.environ if environ is None else environ
-    path = resolve_config_path(cli_path, environ)
-    try:
-        settings = _load(path, environ)
-    except ConfigError as error:
-        for problem in error.problems:
-            print(f"config error: {problem}", file=sys.stderr)
-        return 2
-    sys.stdout.write(render_effective(settings))
-    print(f"configuration OK ({path if path is not None else 'environment only'})", file=sys.stderr)
-    return 0

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from baxo_mqtt.simulator.server import parse_list
+from baxo_mqtt.simulator.api import parse_list
 from bench.fleetplan import DeviceKey
 
 REALTIME_OPERATION = "devices-realtimes"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from baxo_mqtt.simulator.fleet import Fleet
-from baxo_mqtt.simulator.server import SimulatorServer
+from baxo_mqtt.simulator.http import SimulatorServer
 from tests.support.broker import Broker
 from tests.support.daemon import DaemonProcess, InProcessBridge, bridge_config, write_config
 from tests.support.watcher import Watcher

@@ -2,9 +2,9 @@
 
 Every call is a POST of an ``application/x-www-form-urlencoded`` body to the
 base URL, the password included, so the password never appears in a URL, a
-proxy log or a server access log (baxo-api.md decisions 4 and 5). The client
-always sends the password rather than relying on the "once a day" rule: that
-costs a few bytes and removes a whole class of "which day is it?" failures.
+proxy log or a server access log (docs/baxo-api.md, decisions 4 and 5). The
+client always sends the password rather than relying on the "once a day" rule:
+that costs a few bytes and removes a whole class of "which day is it?" failures.
 
 One ``requests.Session`` with a connection pool is shared by every thread;
 the bridge fetches realtime batches from a thread pool, so the pool must be
@@ -52,6 +52,7 @@ from baxo_mqtt.errors import (
     BaxoTimeoutError,
     BaxoTransportError,
 )
+from baxo_mqtt.logs import MASK, secret_spellings
 
 log = structlog.get_logger(__name__)
 
@@ -139,32 +140,23 @@ def parse_retry_after(header: str | None, now: datetime | None = None) -> float:
 class Redactor:
     """Removes the account's secrets from any text before it leaves the client.
 
-    The password is removed in the spellings a server might echo it in: as
-    is, form-encoded and JSON-escaped. The username (an e-mail address) goes
-    too: it is personal data and says nothing useful in an error excerpt.
+    The password is removed in the spellings a server might echo it in, the
+    same ones the log redactor knows (``logs.secret_spellings``). The username
+    (an e-mail address) goes too: it is personal data and says nothing useful
+    in an error excerpt.
     """
 
     __slots__ = ("_secrets",)
 
     def __init__(self, password: str, username: str) -> None:
-        spellings: set[str] = set()
-        for secret in (password, username):
-            if secret:
-                spellings.update(
-                    {
-                        secret,
-                        urllib.parse.quote_plus(secret),
-                        urllib.parse.quote(secret, safe=""),
-                        json.dumps(secret)[1:-1],
-                    }
-                )
+        spellings = secret_spellings(password) | secret_spellings(username)
         # Longest first, so a secret containing another is removed whole.
         self._secrets = sorted(spellings, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         for secret in self._secrets:
             if secret in text:
-                text = text.replace(secret, "***")
+                text = text.replace(secret, MASK)
         return text
 
     def excerpt(self, text: str) -> str:

@@ -13,9 +13,6 @@ from dataclasses import dataclass, field
 from baxo_mqtt.baxo.client import BaxoClient
 from baxo_mqtt.baxo.models import Contract, Device, Reading, baxo_to_iso
 
-#: Devices per realtime request, as the bridge polls them.
-REALTIME_BATCH_SIZE = 50
-
 
 @dataclass(slots=True)
 class DeviceInventory:
@@ -29,10 +26,12 @@ class ContractInventory:
     devices: list[DeviceInventory] = field(default_factory=list)
 
 
-def collect_inventory(
-    client: BaxoClient, batch_size: int = REALTIME_BATCH_SIZE
-) -> list[ContractInventory]:
+def collect_inventory(client: BaxoClient, batch_size: int) -> list[ContractInventory]:
     """Contracts, their devices, and the current values of the active ones.
+
+    Active devices are read ``batch_size`` per realtime request (``poll.batch_size``),
+    as the bridge polls them, so ``discover`` shows how the account answers the
+    bridge's own requests.
 
     Inactive and suspended devices are listed without values: the bridge does
     not poll them either, and the API may have nothing current to say.

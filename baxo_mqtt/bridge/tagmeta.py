@@ -23,6 +23,77 @@ TagType = Literal["auto", "double", "int", "bool", "string"]
 
 TAG_TYPES: tuple[TagType, ...] = ("auto", "double", "int", "bool", "string")
 
+# Home Assistant's device classes (``NumberDeviceClass`` and ``SensorDeviceClass`` of
+# its sensor and number platforms, which it keeps aligned), so that check-config
+# refuses a typo rather than Home Assistant rejecting the entity's discovery config.
+# When Home Assistant adds a class, this is the one place to add it.
+HOME_ASSISTANT_NUMBER_DEVICE_CLASSES = frozenset(
+    {
+        "absolute_humidity",
+        "apparent_power",
+        "aqi",
+        "area",
+        "atmospheric_pressure",
+        "battery",
+        "blood_glucose_concentration",
+        "carbon_dioxide",
+        "carbon_monoxide",
+        "conductivity",
+        "current",
+        "data_rate",
+        "data_size",
+        "distance",
+        "duration",
+        "energy",
+        "energy_distance",
+        "energy_storage",
+        "frequency",
+        "gas",
+        "humidity",
+        "illuminance",
+        "irradiance",
+        "moisture",
+        "monetary",
+        "nitrogen_dioxide",
+        "nitrogen_monoxide",
+        "nitrous_oxide",
+        "ozone",
+        "ph",
+        "pm1",
+        "pm10",
+        "pm25",
+        "pm4",
+        "power",
+        "power_factor",
+        "precipitation",
+        "precipitation_intensity",
+        "pressure",
+        "reactive_energy",
+        "reactive_power",
+        "signal_strength",
+        "sound_pressure",
+        "speed",
+        "sulphur_dioxide",
+        "temperature",
+        "temperature_delta",
+        "volatile_organic_compounds",
+        "volatile_organic_compounds_parts",
+        "voltage",
+        "volume",
+        "volume_flow_rate",
+        "volume_storage",
+        "water",
+        "weight",
+        "wind_direction",
+        "wind_speed",
+    }
+)
+# A sensor also knows three classes whose state is not a number.
+HOME_ASSISTANT_SENSOR_DEVICE_CLASSES = HOME_ASSISTANT_NUMBER_DEVICE_CLASSES | {
+    "date",
+    "enum",
+    "timestamp",
+}
 # Spellings a BAXO boolean parameter is written with, compared in lower case.
 _TRUE_TEXTS = frozenset({"1", "true"})
 _FALSE_TEXTS = frozenset({"0", "false"})

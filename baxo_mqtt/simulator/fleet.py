@@ -1,23 +1,32 @@
 """Pure, in-memory BAXO account: contracts, devices, tags, values, history, login.
 
-The simulator's HTTP front (``server.py``) answers from a ``Fleet``; tests and
+The simulator's API layer (``api.py``) answers from a ``Fleet``; tests and
 benchmarks drive one directly. A fleet does no I/O. One lock guards all of its
-state, so the server's request threads can share it.
+state, so the HTTP server's request threads can share it.
 
-Everything is reproducible from the seed. Each tag follows a triangle wave
-whose shape is drawn once, when the tag is created, from a hash of
-(seed, device id, tag reference), so adding or removing a device never changes
-the values of the others. The wave, rather than noise, was chosen because two
-consecutive points always differ by exactly one step: that makes
-``value_period_s = 0`` ("a new value at every read", which the benchmark
+Devices behave like data loggers (``logger.py``): each records a sample of
+every tag every ``log_period_s`` and transmits every ``transmit_period_s``.
+Realtime shows each tag's newest transmitted sample; history holds every
+transmitted sample and only those, so the two always agree. With
+``staggered`` each device keeps its own timetable (an offset drawn from a hash
+of seed and device id), as real loggers do: a poll then sees a share of the
+fleet change rather than all of it at once. Without it every device samples
+and transmits at the same moments, which is easier to reason about in tests.
+
+Everything is reproducible from the seed and the clock. Each tag follows a
+triangle wave whose shape is drawn once, when the tag is created, from a hash
+of (seed, device id, tag reference), so adding or removing a device never
+changes the values of the others. The wave, rather than noise, was chosen
+because two consecutive points always differ by exactly one step: that makes
+``log_period_s = 0`` ("a new sample at every read", which the benchmark
 needs) a matter of feeding the wave a per-tag read counter instead of the
-clock.
+clock. In that mode history is not what was read: it shows one sample a
+minute up to now, from the same waves.
 
-With ``staggered``, each device moves at its own moment within the period
-(a phase drawn from a hash of seed and device id), as real loggers do, each
-transmitting on its own schedule: a poll then sees a share of the fleet
-change rather than all of it at once. Without it every value moves at the
-same period boundary, which is easier to reason about in tests.
+Control calls shape what the loggers send: ``set_value`` (a device reporting
+a value), ``set_text`` (a tag reading text, such as ``"ERR"``, instead of
+numbers), and ``withhold`` / ``upload_backlog`` (rows a device uploads late,
+behind rows already served).
 
 Times: ``clock()`` returns Unix seconds; what the fleet hands out (realtime
 and history timestamps, ``history`` bounds) is BAXO time, seconds since
@@ -34,12 +43,26 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from baxo_mqtt.baxo.models import BAXO_EPOCH_UNIX, Contract, Device, HistoryRow, Reading
+from baxo_mqtt.simulator.logger import (
+    FAR,
+    Change,
+    Piece,
+    Point,
+    Timetable,
+    add_change,
+    count,
+    locate,
+    series,
+)
 
 DEFAULT_USERNAME = "demo@example.com"
 DEFAULT_PASSWORD = "demo"  # noqa: S105 - the simulator's documented demo account, not a secret
+#: A sample a minute, transmitted as soon as recorded: what a fleet does unless told.
+DEFAULT_LOG_PERIOD_S = 60
+#: The history's step when every read is a sample (``log_period_s = 0``).
 DEFAULT_HISTORY_STEP_S = 60
 DEFAULT_PAGE_ROWS = 10_000
 
@@ -58,6 +81,9 @@ SECONDS_PER_DAY = 86_400
 WRITE_LOG_LIMIT = 10_000
 #: With at least this many tags, a device's last tag is an event.
 EVENT_TAG_MIN_TAGS = 4
+#: Changes kept per tag (writes, text); the oldest go first, so a simulator
+#: written to for weeks stays bounded.
+CHANGE_LIMIT = 10_000
 
 
 class UnknownItem(KeyError):  # noqa: N818 - reads as the fact it reports: "raise UnknownItem(...)"
@@ -129,7 +155,7 @@ def _wave_for(seed: int, device_id: str, tag: str, is_event: bool) -> _Wave:
 
 
 def _phase_for(seed: int, device_id: str) -> float:
-    """Where in each period a device transmits, in [0, 1), stable for a seed."""
+    """Where in each period a device samples and transmits, in [0, 1), stable for a seed."""
     digest = hashlib.blake2b(f"{seed}/{device_id}/phase".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
 
@@ -139,18 +165,19 @@ class _Tag:
     reference: str
     is_event: bool
     wave: _Wave
-    #: Reads so far; feeds the wave when values change at every read.
+    #: Reads so far; feeds the wave when every read is a sample.
     reads: int = 0
-    #: (value, BAXO timestamp) set by a write; shown until the next write.
-    pinned: tuple[str, int] | None = None
+    #: Writes, reported values and text, in time order (see ``logger.py``).
+    changes: list[Change] = field(default_factory=list)
 
 
 @dataclass(slots=True)
 class _DeviceEntry:
     device: Device
     tags: dict[str, _Tag]
-    #: Where in each value period this device transmits, as a fraction (staggered fleets).
-    phase: float = 0.0
+    timetable: Timetable
+    #: Ranges (BAXO time, inclusive) of samples the device has not uploaded.
+    withheld: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -162,6 +189,32 @@ class _ContractEntry:
 def tag_references(count: int) -> list[str]:
     """``TAG_1`` .. ``TAG_<count>``."""
     return [f"TAG_{number}" for number in range(1, count + 1)]
+
+
+def _periods(
+    log_period_s: float | None, transmit_period_s: float | None, value_period_s: float | None
+) -> tuple[int, float]:
+    """(log period, transmit period) from the arguments, checked.
+
+    ``value_period_s`` sets both at once (what older callers pass); each of
+    the other two, when given, wins over it.
+    """
+    if value_period_s is not None and value_period_s < 0:
+        raise ValueError("value_period_s must be >= 0")
+    log = log_period_s if log_period_s is not None else value_period_s
+    log = DEFAULT_LOG_PERIOD_S if log is None else log
+    transmit = transmit_period_s if transmit_period_s is not None else value_period_s
+    transmit = log if transmit is None else transmit
+    if log < 0 or transmit < 0:
+        raise ValueError("log_period_s and transmit_period_s must be >= 0")
+    if log != int(log):
+        raise ValueError("log_period_s must be a whole number of seconds")
+    if (log == 0) != (transmit == 0):
+        raise ValueError(
+            "log_period_s = 0 (a sample at every read) goes with transmit_period_s = 0, "
+            "and only with it"
+        )
+    return int(log), float(transmit)
 
 
 class Fleet:
@@ -177,22 +230,20 @@ class Fleet:
         username: str = DEFAULT_USERNAME,
         password: str = DEFAULT_PASSWORD,
         clock: Callable[[], float] = time.time,
-        value_period_s: float = 10.0,
+        log_period_s: float | None = None,
+        transmit_period_s: float | None = None,
+        value_period_s: float | None = None,
         staggered: bool = False,
-        history_step_s: int = DEFAULT_HISTORY_STEP_S,
         tags_per_device: int = 4,
     ) -> None:
-        if value_period_s < 0:
-            raise ValueError("value_period_s must be >= 0")
-        if history_step_s < 1:
-            raise ValueError("history_step_s must be >= 1")
+        self.log_period_s, self.transmit_period_s = _periods(
+            log_period_s, transmit_period_s, value_period_s
+        )
         self.seed = seed
         self.username = username
         self.password = password
         self.clock = clock
-        self.value_period_s = value_period_s
         self.staggered = staggered
-        self.history_step_s = history_step_s
         self.tags_per_device = tags_per_device
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -207,6 +258,16 @@ class Fleet:
             f"Fleet(seed={self.seed}, username={self.username!r}, contracts={len(self._contracts)})"
         )
 
+    @property
+    def sample_per_read(self) -> bool:
+        """Whether every realtime read is a new sample (``log_period_s = 0``)."""
+        return self.log_period_s == 0
+
+    @property
+    def history_step_s(self) -> int:
+        """Seconds between two history rows of a tag (of an unstaggered device)."""
+        return self.log_period_s or DEFAULT_HISTORY_STEP_S
+
     @classmethod
     def generate(
         cls,
@@ -218,10 +279,11 @@ class Fleet:
         username: str = DEFAULT_USERNAME,
         password: str = DEFAULT_PASSWORD,
         clock: Callable[[], float] = time.time,
-        value_period_s: float = 10.0,
+        log_period_s: float | None = None,
+        transmit_period_s: float | None = None,
+        value_period_s: float | None = None,
         all_active: bool = False,
         staggered: bool = False,
-        history_step_s: int = DEFAULT_HISTORY_STEP_S,
     ) -> Fleet:
         """An account of ``contracts`` x ``devices`` x ``tags``, the same for the same seed.
 
@@ -236,9 +298,10 @@ class Fleet:
             username=username,
             password=password,
             clock=clock,
+            log_period_s=log_period_s,
+            transmit_period_s=transmit_period_s,
             value_period_s=value_period_s,
             staggered=staggered,
-            history_step_s=history_step_s,
             tags_per_device=tags,
         )
         showcase = {3: 1, 4: 2} if not all_active and devices >= 5 else {}
@@ -253,7 +316,7 @@ class Fleet:
     # --- login ----------------------------------------------------------------
 
     def authenticate(self, username: str, password: str | None, now: float) -> None:
-        """Accept or refuse a request's credentials (baxo-api.md §11).
+        """Accept or refuse a request's credentials (docs/baxo-api.md, decision 11).
 
         The password is needed once per UTC day: a request carrying the right
         one succeeds and marks the day; a request without one (``None`` or
@@ -292,10 +355,12 @@ class Fleet:
     def realtime(
         self, contract_id: str, device_ids: Iterable[str], tags: Iterable[str] | None = None
     ) -> list[Reading]:
-        """Current values, by device (as asked) then tag. Unknown devices and tags are skipped."""
+        """Each tag's newest transmitted sample, by device (as asked) then tag.
+
+        Unknown devices and tags are skipped.
+        """
         now = self.clock()
         wanted = None if tags is None else set(tags)
-        period = self.value_period_s
         readings: list[Reading] = []
         with self._lock:
             devices = self._contract(contract_id).devices
@@ -303,25 +368,61 @@ class Fleet:
                 entry = devices.get(device_id)
                 if entry is None:
                     continue
-                if period > 0:
-                    # The device's latest transmission: the start of its current period.
-                    shift = entry.phase * period
-                    point = math.floor((now - shift) / period)
-                    timestamp = int(point * period + shift) - BAXO_EPOCH_UNIX
+                if self.sample_per_read:
+                    self._read_samples_locked(entry, wanted, now, readings)
                 else:
-                    point, timestamp = 0, int(now) - BAXO_EPOCH_UNIX
-                for tag in entry.tags.values():
-                    if wanted is not None and tag.reference not in wanted:
-                        continue
-                    if tag.pinned is not None:
-                        value, at = tag.pinned
-                    elif period > 0:
-                        value, at = tag.wave.value_at(point), timestamp
-                    else:
-                        tag.reads += 1
-                        value, at = tag.wave.value_at(tag.reads), timestamp
-                    readings.append(Reading(device_id, tag.reference, value, at, tag.is_event))
+                    self._read_transmitted_locked(entry, wanted, now, readings)
         return readings
+
+    def _read_samples_locked(
+        self, entry: _DeviceEntry, wanted: set[str] | None, now: float, into: list[Reading]
+    ) -> None:
+        """Realtime when every read is a sample: the next point of each wave, stamped now."""
+        device_id = entry.device.id
+        timestamp = int(now) - BAXO_EPOCH_UNIX
+        for tag in entry.tags.values():
+            if wanted is not None and tag.reference not in wanted:
+                continue
+            if not tag.changes:  # the common case first: the benchmark reads whole fleets
+                tag.reads += 1
+                value, at = tag.wave.value_at(tag.reads), timestamp
+            elif tag.changes[-1].kind == "hold":
+                value, at = tag.changes[-1].value, tag.changes[-1].at
+            elif tag.changes[-1].kind == "text":
+                value, at = tag.changes[-1].value, timestamp
+            else:
+                tag.reads += 1
+                value, at = tag.wave.value_at(tag.reads), timestamp
+            into.append(Reading(device_id, tag.reference, value, at, tag.is_event))
+
+    def _read_transmitted_locked(
+        self, entry: _DeviceEntry, wanted: set[str] | None, now: float, into: list[Reading]
+    ) -> None:
+        device_id = entry.device.id
+        timetable = entry.timetable
+        last_sent = timetable.last_sent_index(now)
+        timestamp = timetable.sample_time(last_sent)
+        for tag in entry.tags.values():
+            if wanted is not None and tag.reference not in wanted:
+                continue
+            if not tag.changes and not entry.withheld:
+                # The common case, kept cheap: a large fleet is read whole every poll.
+                value = tag.wave.value_at(last_sent)
+                into.append(Reading(device_id, tag.reference, value, timestamp, tag.is_event))
+                continue
+            pieces = series(
+                timetable,
+                -FAR,
+                FAR,
+                last_sent=last_sent,
+                changes=tag.changes,
+                withheld=entry.withheld,
+            )
+            if pieces:
+                row = self._row(device_id, tag, timetable, pieces[-1], pieces[-1].count - 1)
+                into.append(
+                    Reading(device_id, tag.reference, row.value, row.timestamp, tag.is_event)
+                )
 
     def history(
         self,
@@ -336,46 +437,72 @@ class Fleet:
     ) -> tuple[list[HistoryRow], bool]:
         """Rows ``offset`` .. ``offset + limit`` of a history, and whether more remain.
 
-        One sample per tag at every multiple of ``history_step_s`` from
-        ``start`` to ``end`` (BAXO time, inclusive), ordered by device (as
-        asked), tag, timestamp. Each row is computed from its index, so a page
-        costs the same wherever it falls in a long range.
+        Every transmitted sample from ``start`` to ``end`` (BAXO time,
+        inclusive), ordered by device (as asked), tag, timestamp. Rows are
+        computed from their index, so a page costs the same wherever it falls
+        in a long range.
         """
         if offset < 0 or limit < 1:
             raise ValueError("offset must be >= 0 and limit >= 1")
-        step = self.history_step_s
-        first = -(-start // step) * step  # the first multiple of step at or after start
-        per_series = max(0, (end // step) - (first // step) + 1)
+        now = self.clock()
         wanted = None if tags is None else set(tags)
         with self._lock:
             devices = self._contract(contract_id).devices
-            series = [
-                (device_id, tag)
-                for device_id in dict.fromkeys(device_ids)
-                if device_id in devices
-                for tag in devices[device_id].tags.values()
-                if wanted is None or tag.reference in wanted
-            ]
-        total = len(series) * per_series
-        rows = []
-        for index in range(offset, min(offset + limit, total)):
-            device_id, tag = series[index // per_series]
-            timestamp = first + (index % per_series) * step
-            rows.append(self._historic_row(device_id, tag, timestamp))
-        return rows, offset + limit < total
+            found: list[tuple[str, _Tag, Timetable, list[Piece]]] = []
+            for device_id in dict.fromkeys(device_ids):
+                entry = devices.get(device_id)
+                if entry is None:
+                    continue
+                timetable, last_sent = self._history_timetable(entry, now)
+                for tag in entry.tags.values():
+                    if wanted is None or tag.reference in wanted:
+                        pieces = series(
+                            timetable,
+                            start,
+                            end,
+                            last_sent=last_sent,
+                            changes=tag.changes,
+                            withheld=entry.withheld,
+                        )
+                        found.append((device_id, tag, timetable, pieces))
+            rows: list[HistoryRow] = []
+            skip = offset
+            more = False
+            for device_id, tag, timetable, pieces in found:
+                size = count(pieces)
+                if skip >= size:
+                    skip -= size
+                    continue
+                for piece, position in locate(pieces, skip):
+                    if len(rows) == limit:
+                        more = True
+                        break
+                    rows.append(self._row(device_id, tag, timetable, piece, position))
+                skip = 0
+                if more:
+                    break
+        return rows, more
 
-    def _historic_row(self, device_id: str, tag: _Tag, timestamp: int) -> HistoryRow:
-        sample = timestamp // self.history_step_s
-        if self.value_period_s > 0:
-            # The value realtime showed at that moment, so history and live data agree.
-            point = math.floor((timestamp + BAXO_EPOCH_UNIX) / self.value_period_s)
-        else:
-            point = sample
+    def _history_timetable(self, entry: _DeviceEntry, now: float) -> tuple[Timetable, int]:
+        """The grid of a device's history and its newest sample index there."""
+        if self.sample_per_read:
+            grid = Timetable(DEFAULT_HISTORY_STEP_S, DEFAULT_HISTORY_STEP_S)
+            return grid, grid.last_index_until(int(now) - BAXO_EPOCH_UNIX)
+        return entry.timetable, entry.timetable.last_sent_index(now)
+
+    @staticmethod
+    def _row(
+        device_id: str, tag: _Tag, timetable: Timetable, piece: Piece, position: int
+    ) -> HistoryRow:
+        if isinstance(piece, Point):
+            return HistoryRow(device_id, tag.reference, piece.value, piece.at, 1)
+        index = piece.first + position
+        value = piece.text if piece.text is not None else tag.wave.value_at(index)
         # Mostly recorded by the device (1); now and then filled in by the platform (2).
-        source = 2 if (sample + tag.wave.phase) % 8 == 0 else 1
-        return HistoryRow(device_id, tag.reference, tag.wave.value_at(point), timestamp, source)
+        source = 2 if (index + tag.wave.phase) % 8 == 0 else 1
+        return HistoryRow(device_id, tag.reference, value, timetable.sample_time(index), source)
 
-    # --- writing ----------------------------------------------------------------
+    # --- writing and shaping what devices send -----------------------------------
 
     @property
     def writes(self) -> list[WriteRecord]:
@@ -383,10 +510,12 @@ class Fleet:
             return list(self._writes)
 
     def write(self, contract_id: str, device_id: str, tag: str, value: str) -> None:
-        """Apply a ``devices-tags-write``: the tag shows ``value`` until written again."""
+        """Apply a ``devices-tags-write``: the tag shows ``value`` until written again,
+        and history has it as a sample at the moment of the write."""
         now = self.clock()
         with self._lock:
-            self._tag(contract_id, device_id, tag).pinned = (value, int(now) - BAXO_EPOCH_UNIX)
+            found = self._tag(contract_id, device_id, tag)
+            self._change_locked(found, Change(int(now) - BAXO_EPOCH_UNIX, "hold", value))
             self._writes.append(WriteRecord(contract_id, device_id, tag, value, now))
 
     def set_value(
@@ -394,12 +523,74 @@ class Fleet:
     ) -> None:
         """Like ``write`` but not recorded as one: a device reporting a new value.
 
-        ``timestamp`` is BAXO time; the default is now.
+        ``timestamp`` is BAXO time; the default is now. The tag logs nothing
+        after it until changed again (a value reported in the past replaces the
+        samples since).
         """
         if timestamp is None:
             timestamp = int(self.clock()) - BAXO_EPOCH_UNIX
         with self._lock:
-            self._tag(contract_id, device_id, tag).pinned = (value, timestamp)
+            self._change_locked(
+                self._tag(contract_id, device_id, tag), Change(timestamp, "hold", value)
+            )
+
+    def set_text(
+        self,
+        contract_id: str,
+        device_id: str,
+        tag: str,
+        text: str | None,
+        timestamp: int | None = None,
+    ) -> None:
+        """From ``timestamp`` (BAXO time; default now) on, the tag's samples read
+        ``text`` instead of numbers, in realtime and history alike; ``None``
+        turns them back into numbers. Samples show up as the device transmits them."""
+        if timestamp is None:
+            timestamp = int(self.clock()) - BAXO_EPOCH_UNIX
+        change = Change(timestamp, "numbers") if text is None else Change(timestamp, "text", text)
+        with self._lock:
+            self._change_locked(self._tag(contract_id, device_id, tag), change)
+
+    def withhold(self, contract_id: str, device_id: str, start: int, end: int) -> None:
+        """The device does not upload its samples from ``start`` to ``end`` (BAXO time,
+        inclusive) until ``upload_backlog``: history skips them, and realtime shows
+        the newest sample outside the range. Written and reported values are never
+        withheld."""
+        if start > end:
+            raise ValueError("start is after end")
+        with self._lock:
+            self._device(contract_id, device_id).withheld.append((start, end))
+
+    def upload_backlog(self, contract_id: str, device_id: str) -> int:
+        """The device uploads every withheld sample: they appear in history behind
+        the rows already there. Returns how many rows appeared (samples already due)."""
+        now = self.clock()
+        with self._lock:
+            entry = self._device(contract_id, device_id)
+            withheld, entry.withheld = entry.withheld, []
+            if not withheld:
+                return 0
+            start = min(first for first, _ in withheld)
+            end = max(last for _, last in withheld)
+            timetable, last_sent = self._history_timetable(entry, now)
+            appeared = 0
+            for tag in entry.tags.values():
+                for hidden in ([], withheld):
+                    pieces = series(
+                        timetable,
+                        start,
+                        end,
+                        last_sent=last_sent,
+                        changes=tag.changes,
+                        withheld=hidden,
+                    )
+                    appeared += count(pieces) if not hidden else -count(pieces)
+            return appeared
+
+    def _change_locked(self, tag: _Tag, change: Change) -> None:
+        add_change(tag.changes, change)
+        if len(tag.changes) > CHANGE_LIMIT:
+            del tag.changes[0]
 
     # --- changing the account ---------------------------------------------------
 
@@ -515,7 +706,19 @@ class Fleet:
             tags[reference] = _Tag(
                 reference, is_event, _wave_for(self.seed, device_id, reference, is_event)
             )
-        phase = _phase_for(self.seed, device_id) if self.staggered else 0.0
-        self._contracts[contract_id].devices[device_id] = _DeviceEntry(device, tags, phase)
+        self._contracts[contract_id].devices[device_id] = _DeviceEntry(
+            device, tags, self._timetable_for(device_id)
+        )
         self._device_ids.add(device_id)
         return device
+
+    def _timetable_for(self, device_id: str) -> Timetable:
+        log, transmit = self.log_period_s, self.transmit_period_s
+        if log == 0:
+            return Timetable(DEFAULT_HISTORY_STEP_S, DEFAULT_HISTORY_STEP_S)
+        if not self.staggered:
+            return Timetable(log, transmit)
+        # One phase for both: with equal periods a device transmits each sample
+        # as it records it, at its own moment in the period.
+        phase = _phase_for(self.seed, device_id)
+        return Timetable(log, transmit, int(phase * log) % log, phase * transmit)

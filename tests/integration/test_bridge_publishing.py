@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from baxo_mqtt.simulator.server import SimulatorServer
+from baxo_mqtt.simulator.http import SimulatorServer
 from tests.support.broker import Broker
 from tests.support.daemon import ConfigFor, MakeSimulator, StartBridge, first_device
 from tests.support.waiting import wait_until

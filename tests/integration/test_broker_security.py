@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from baxo_mqtt.simulator.server import SimulatorServer
+from baxo_mqtt.simulator.http import SimulatorServer
 from tests.support.broker import Broker
 from tests.support.daemon import DaemonProcess, bridge_config, first_device, write_config
 from tests.support.watcher import Watcher

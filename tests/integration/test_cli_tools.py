@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from baxo_mqtt.simulator.server import SimulatorServer
+from baxo_mqtt.simulator.http import SimulatorServer
 from tests.support.daemon import MakeSimulator, first_device, write_config
 
 

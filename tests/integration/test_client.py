@@ -9,10 +9,10 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 import structlog
@@ -39,8 +39,11 @@ from baxo_mqtt.errors import (
     BaxoTimeoutError,
     BaxoTransportError,
 )
+from baxo_mqtt.simulator.control import Faults, RecordedRequest
 from baxo_mqtt.simulator.fleet import Fleet
-from baxo_mqtt.simulator.server import Faults, RecordedRequest, SimulatorServer
+from baxo_mqtt.simulator.http import SimulatorServer
+from tests.support.clock import FakeClock
+from tests.support.connection import Connection, ListEncoding
 
 USERNAME = "demo@example.com"
 # Characters that form-encoding changes, so an encoded leak would be caught too.
@@ -49,35 +52,11 @@ SECRET = "Zq7-s3cret pass&word=42!"
 # compared with the fleet's own.
 NOW = 1_700_000_000.0
 
-ListEncoding = Literal["comma", "repeat", "json"]
-
-
-@dataclass(frozen=True)
-class Connection:
-    """The ``[baxo]`` settings, as plain data."""
-
-    base_url: str
-    username: str = USERNAME
-    password: SecretStr = field(default_factory=lambda: SecretStr(SECRET))
-    timeout_s: float = 2.0
-    verify_tls: bool = True
-    list_encoding: ListEncoding = "comma"
-
-
-class FakeClock:
-    """Unix time that moves only when a test says so."""
-
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
 
 @pytest.fixture
 def server() -> Iterator[SimulatorServer]:
     fleet = Fleet.generate(
-        contracts=2, devices=5, tags=4, seed=3, password=SECRET, clock=FakeClock()
+        contracts=2, devices=5, tags=4, seed=3, password=SECRET, clock=FakeClock(NOW)
     )
     with SimulatorServer(fleet) as running:
         yield running
@@ -93,6 +72,8 @@ def make_client() -> Iterator[Callable[..., BaxoClient]]:
             for key in ("username", "password", "timeout_s", "verify_tls", "list_encoding")
             if key in options
         }
+        connection_options.setdefault("password", SecretStr(SECRET))
+        connection_options.setdefault("timeout_s", 2.0)
         options.setdefault("backoff_s", 0.01)
         client = BaxoClient(Connection(base_url, **connection_options), **options)
         clients.append(client)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from baxo_mqtt.ports import free_port
-from baxo_mqtt.simulator.server import SimulatorServer
+from baxo_mqtt.simulator.http import SimulatorServer
 from tests.support.broker import Broker
 from tests.support.daemon import (
     ConfigFor,

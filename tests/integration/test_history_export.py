@@ -7,9 +7,7 @@ import io
 import json
 import urllib.parse
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import pytest
 from pydantic import SecretStr
@@ -29,20 +27,11 @@ from baxo_mqtt.baxo.models import (
     parse_iso_time,
 )
 from baxo_mqtt.errors import BaxoAuthError
-from baxo_mqtt.simulator.server import SimulatorServer
+from baxo_mqtt.simulator.http import SimulatorServer
+from tests.support.connection import Connection
 
 PASSWORD = "export-secret"
 START = "2019-01-01T00:00:00Z"
-
-
-@dataclass(frozen=True)
-class Connection:
-    base_url: str
-    username: str = "demo@example.com"
-    password: SecretStr = field(default_factory=lambda: SecretStr(PASSWORD))
-    timeout_s: float = 5.0
-    verify_tls: bool = True
-    list_encoding: Literal["comma", "repeat", "json"] = "comma"
 
 
 class Terminal(io.StringIO):
@@ -73,7 +62,9 @@ def server(make_simulator: Callable[..., SimulatorServer]) -> SimulatorServer:
 
 @pytest.fixture
 def client(server: SimulatorServer) -> Iterator[BaxoClient]:
-    with BaxoClient(Connection(server.url), backoff_s=0.01) as running:
+    with BaxoClient(
+        Connection(server.url, password=SecretStr(PASSWORD)), backoff_s=0.01
+    ) as running:
         yield running
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 
+from baxo_mqtt import cli
 from baxo_mqtt.baxo.client import BaxoClient
 from baxo_mqtt.baxo.inventory import (
     ContractInventory,
@@ -19,17 +18,9 @@ from baxo_mqtt.baxo.inventory import (
     render_table,
 )
 from baxo_mqtt.baxo.models import Contract, Device, Reading
-from baxo_mqtt.simulator.server import SimulatorServer
-
-
-@dataclass(frozen=True)
-class Connection:
-    base_url: str
-    username: str = "demo@example.com"
-    password: SecretStr = field(default_factory=lambda: SecretStr("demo"))
-    timeout_s: float = 5.0
-    verify_tls: bool = True
-    list_encoding: Literal["comma", "repeat", "json"] = "repeat"
+from baxo_mqtt.simulator.http import SimulatorServer
+from tests.support.connection import Connection
+from tests.support.daemon import write_config
 
 
 @pytest.fixture
@@ -37,7 +28,7 @@ def connect() -> Iterator[Callable[[SimulatorServer], BaxoClient]]:
     clients: list[BaxoClient] = []
 
     def make(server: SimulatorServer) -> BaxoClient:
-        client = BaxoClient(Connection(server.url), backoff_s=0.01)
+        client = BaxoClient(Connection(server.url, list_encoding="repeat"), backoff_s=0.01)
         clients.append(client)
         return client
 
@@ -59,7 +50,7 @@ def test_collect_lists_every_device_and_reads_only_the_active_ones(
     connect: Callable[[SimulatorServer], BaxoClient],
 ) -> None:
     server = make_simulator(contracts=2, devices=5, tags=4, seed=2, all_active=False)
-    inventory = collect_inventory(connect(server))
+    inventory = collect_inventory(connect(server), 50)
 
     assert [entry.contract for entry in inventory] == server.fleet.contracts()
     first = inventory[0]
@@ -83,7 +74,7 @@ def test_collect_reads_values_in_batches_of_50_devices(
     connect: Callable[[SimulatorServer], BaxoClient],
 ) -> None:
     server = make_simulator(contracts=1, devices=101, tags=2, seed=4)
-    inventory = collect_inventory(connect(server))
+    inventory = collect_inventory(connect(server), 50)
     assert [len(batch) for batch in realtime_batches(server)] == [50, 50, 1]
     # The last batch of one uses the single-device form, whose readings name no
     # device: they must still land on the right device.
@@ -92,12 +83,35 @@ def test_collect_reads_values_in_batches_of_50_devices(
     assert all({r.device_id for r in entry.readings} == {entry.device.id} for entry in devices)
 
 
+def test_discover_reads_values_poll_batch_size_devices_at_a_time(
+    make_simulator: Callable[..., SimulatorServer],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server = make_simulator(contracts=1, devices=7, tags=1, seed=4)
+    config: dict[str, dict[str, object]] = {
+        "baxo": {
+            "base_url": server.url,
+            "username": "demo@example.com",
+            "password": "demo",
+            "list_encoding": "repeat",
+        },
+        "poll": {"batch_size": 3},
+    }
+    assert (
+        cli.main(["discover", "--json", "-c", str(write_config(tmp_path / "c.toml", config))]) == 0
+    )
+    listed = json.loads(capsys.readouterr().out)["contracts"][0]["devices"]
+    assert len(listed) == 7
+    assert [len(batch) for batch in realtime_batches(server)] == [3, 3, 1]
+
+
 def test_collect_on_an_account_without_contracts_is_empty(
     make_simulator: Callable[..., SimulatorServer],
     connect: Callable[[SimulatorServer], BaxoClient],
 ) -> None:
     server = make_simulator(contracts=0)
-    inventory = collect_inventory(connect(server))
+    inventory = collect_inventory(connect(server), 50)
     assert inventory == []
     assert render_table(inventory) == "No contracts found for this account.\n"
     assert json.loads(render_json(inventory)) == {"contracts": []}
@@ -168,7 +182,7 @@ def test_both_renderings_show_the_same_collected_snapshot(
     connect: Callable[[SimulatorServer], BaxoClient],
 ) -> None:
     server = make_simulator(contracts=1, devices=3, tags=3, seed=9)
-    inventory = collect_inventory(connect(server))
+    inventory = collect_inventory(connect(server), 50)
     table = render_table(inventory)
     document = json.loads(render_json(inventory))
     for device in document["contracts"][0]["devices"]:

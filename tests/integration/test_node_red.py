@@ -27,7 +27,7 @@ from baxo_mqtt.baxo.models import Contract, Device
 from baxo_mqtt.bridge.topics import escape_segment
 from baxo_mqtt.ports import free_port
 from baxo_mqtt.simulator.fleet import Fleet
-from baxo_mqtt.simulator.server import SimulatorServer
+from baxo_mqtt.simulator.http import SimulatorServer
 from tests.support.broker import Broker
 from tests.support.daemon import DaemonProcess
 from tests.support.waiting import wait_until

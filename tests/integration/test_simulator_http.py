@@ -21,20 +21,12 @@ from hypothesis import strategies as st
 
 from baxo_mqtt.baxo.models import parse_history, parse_realtime
 from baxo_mqtt.simulator import Fleet, SimulatorServer
-from baxo_mqtt.simulator.server import merge_params, parse_list
+from baxo_mqtt.simulator.api import merge_params, parse_list
+from tests.support.clock import NOON, FakeClock
 
 USER = "demo@example.com"
 PASSWORD = "s3cret-pw"
-NOON = datetime(2024, 5, 24, 12, 0, 0, tzinfo=UTC).timestamp()
 TIMEOUT_S = 5
-
-
-class FakeClock:
-    def __init__(self, now: float = NOON) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -903,7 +895,7 @@ def test_merge_params_lets_the_body_win() -> None:
 @pytest.mark.slow
 def test_serve_prints_its_url_answers_and_exits_0_on_sigterm() -> None:
     code = (
-        "from baxo_mqtt.simulator.server import serve\n"
+        "from baxo_mqtt.simulator.http import serve\n"
         "raise SystemExit(serve(host='127.0.0.1', port=0, contracts=1, devices=5, tags=4,"
         " seed=0, value_period_s=10, latency_s=0, error_rate=0, username='demo@example.com',"
         " password='demo', page_size=10000))\n"

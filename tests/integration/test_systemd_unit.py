@@ -20,7 +20,7 @@ import pytest
 
 from baxo_mqtt.cli import EXIT_CONFIG
 from baxo_mqtt.settings import DEFAULT_CONFIG_PATH, load_settings
-from baxo_mqtt.simulator.server import SimulatorServer
+from baxo_mqtt.simulator.http import SimulatorServer
 from tests.support.daemon import DaemonProcess
 from tests.support.watcher import Watcher
 

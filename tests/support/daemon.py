@@ -15,7 +15,7 @@ from typing import Any
 from baxo_mqtt.bridge.app import Bridge
 from baxo_mqtt.ports import free_port
 from baxo_mqtt.settings import Settings, load_settings
-from baxo_mqtt.simulator.server import SimulatorServer
+from baxo_mqtt.simulator.http import SimulatorServer
 
 Toml = Mapping[str, Mapping[str, Any]]
 

@@ -13,18 +13,7 @@ from hypothesis import strategies as st
 
 from baxo_mqtt.baxo.models import BAXO_EPOCH_UNIX, datetime_to_baxo
 from baxo_mqtt.simulator.fleet import AuthFailed, Fleet, UnknownItem
-
-NOON = datetime(2024, 5, 24, 12, 0, 0, tzinfo=UTC).timestamp()
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = NOON) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import NOON, FakeClock
 
 
 def first_contract(fleet: Fleet) -> str:
@@ -414,7 +403,7 @@ def test_fleet_repr_does_not_show_the_password() -> None:
 
 
 def history_fleet() -> Fleet:
-    return Fleet.generate(devices=3, tags=4, seed=5, history_step_s=60, clock=FakeClock())
+    return Fleet.generate(devices=3, tags=4, seed=5, log_period_s=60, clock=FakeClock())
 
 
 def test_history_has_one_row_per_tag_per_step_in_order() -> None:

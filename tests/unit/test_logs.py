@@ -18,7 +18,8 @@ import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
-from baxo_mqtt.logs import MASK, configure_logging, redact_secrets
+from baxo_mqtt.baxo.client import Redactor
+from baxo_mqtt.logs import MASK, configure_logging, redact_secrets, secret_spellings
 
 SECRET = "hunter2 & co/100%"
 
@@ -112,10 +113,36 @@ def test_no_secret_survives_in_any_text(secret: str, before: str, after: str) ->
 def test_text_without_the_secret_is_unchanged(secret: str, other: str) -> None:
     if secret in other or MASK in other:
         return
-    encoded_forms = (quote(secret, safe=""), quote_plus(secret), json.dumps(secret)[1:-1])
-    if any(form in other for form in encoded_forms):
+    if any(form in other for form in secret_spellings(secret)):
         return
     assert redact({"event": other}, [secret]) == {"event": other}
+
+
+def test_a_secret_is_spelled_as_written_url_encoded_and_json_escaped() -> None:
+    assert secret_spellings('a b/é"') == {
+        'a b/é"',
+        "a%20b/%C3%A9%22",
+        "a%20b%2F%C3%A9%22",
+        "a+b%2F%C3%A9%22",
+        'a b/\\u00e9\\"',
+        'a b/é\\"',
+    }
+    assert secret_spellings("") == set()
+    # Part of the mask: indistinguishable from a redaction, so never replaced.
+    assert secret_spellings("**") == set()
+
+
+@given(secret=secrets, username=st.text(max_size=10), before=st.text(), after=st.text())
+def test_the_client_and_the_logs_remove_the_same_spellings(
+    secret: str, username: str, before: str, after: str
+) -> None:
+    client_redact = Redactor(secret, username)
+    for spelling in secret_spellings(secret):
+        text = before + spelling + after
+        assert spelling not in client_redact(text)
+        logged = redact({"event": text}, [secret])["event"]
+        assert spelling not in logged
+        assert MASK in logged
 
 
 # --- configured output -----------------------------------------------------------------------

@@ -11,12 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from baxo_mqtt.cli import check_config_command
 from baxo_mqtt.errors import ConfigError
+from baxo_mqtt.logs import MASK
 from baxo_mqtt.settings import (
-    MASK,
     MqttSettings,
     Settings,
-    check_config_command,
     environment_overrides,
     load_settings,
     render_effective,
@@ -84,6 +84,7 @@ DOCUMENTED_DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "poll": {"interval_s": 30, "batch_size": 50, "discovery_interval_s": 3600},
     "publish": {
+        "enabled": True,
         "payload": "value",
         "only_changes": True,
         "device_state": True,
@@ -97,6 +98,24 @@ DOCUMENTED_DEFAULTS: dict[str, dict[str, Any]] = {
         "exclude_tags": [],
     },
     "write": {"enabled": True, "allow": [], "deny": []},
+    "state": {"dir": ""},
+    "history": {
+        "stream": False,
+        "lookback_s": 3600,
+        "interval_s": 300,
+        "batch_size": 50,
+        "overlap_s": 3600,
+        "max_span_s": 86400,
+    },
+    "sparkplug": {
+        "enabled": False,
+        "group_id": "BAXO",
+        "edge_node_id": "",
+        "device_id": "{contract_reference}_{device_id}",
+        "primary_host_id": "",
+        "datatype_in_data": False,
+    },
+    "homeassistant": {"enabled": False, "discovery_prefix": "homeassistant", "expire_after_s": 0},
     "metrics": {"enabled": True, "host": "127.0.0.1", "port": 9877},
     "log": {"level": "info", "format": "auto"},
 }
@@ -121,6 +140,7 @@ def test_defaults_are_the_documented_ones() -> None:
 
 def test_every_documented_key_exists_and_only_connect_attempts_is_added() -> None:
     effective = plain(load_settings(None, VALID))
+    assert not effective.pop("tags")  # [[tags]]: no table unless the file has one
     assert set(effective) == set(DOCUMENTED_DEFAULTS)
     for section, keys in DOCUMENTED_DEFAULTS.items():
         extra = set(effective[section]) - set(keys) - {"username"}
@@ -561,7 +581,7 @@ def test_an_unknown_section_in_the_file_is_an_error(tmp_path: Path) -> None:
     path = write(tmp_path, f'[baxo]\nusername = "{USERNAME}"\n[mqtt_extra]\nhost = "x"\n')
     assert problems({}, path) == [
         "mqtt_extra: unknown section (known: baxo, mqtt, poll, publish, filter, write, "
-        "metrics, log)"
+        "state, history, sparkplug, homeassistant, tags, metrics, log)"
     ]
 
 
