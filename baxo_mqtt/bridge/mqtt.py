@@ -329,8 +329,8 @@ class MqttLink:
         self._connected = True
         self._metrics.mqtt_connected.set(1)
         self._on_connection_change(True)
+        self.publish(self._will_topic, b"online", retain=True)  # before anything else
         self._connack.set()
-        self.publish(self._will_topic, b"online", retain=True)
         self._on_connected()
 
     def _handle_disconnect(

@@ -20,7 +20,6 @@ started failing and when it recovered, not every failure in between.
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections import deque
@@ -31,6 +30,7 @@ from typing import Protocol
 import structlog
 
 from baxo_mqtt.baxo.models import Contract, Device, Reading
+from baxo_mqtt.bridge.backoff import Backoff
 from baxo_mqtt.bridge.catalog import Catalog, DeviceEntry, Filters, TopicNames, build_catalog
 from baxo_mqtt.bridge.directory import WriteDirectory
 from baxo_mqtt.bridge.events import (
@@ -45,6 +45,7 @@ from baxo_mqtt.bridge.events import (
     TagsGone,
 )
 from baxo_mqtt.bridge.fetcher import HEARTBEAT_S, Batch, Fetcher
+from baxo_mqtt.bridge.refresh import RefreshQueue
 from baxo_mqtt.bridge.store import ValueStore
 from baxo_mqtt.bridge.topics import TopicScheme
 from baxo_mqtt.errors import BaxoError, ConfigError
@@ -52,7 +53,6 @@ from baxo_mqtt.metrics import Health, Metrics
 
 log = structlog.get_logger(__name__)
 
-BACKOFF_CAP_S = 300.0
 FETCH_WORKERS = 8
 REFRESH_DELAY_S = 1.0  # after a write: give the API a moment to show the new value
 
@@ -125,11 +125,9 @@ class Poller:
         self._wake = threading.Event()
         # Filled by other threads; deque.append and popleft are atomic.
         self._snapshots_wanted: deque[str] = deque()
-        self._refresh_queue: deque[tuple[float, str, str]] = deque()
-        self._pending_refreshes: list[tuple[float, str, str]] = []
+        self._refreshes = RefreshQueue(clock)
         self._discovery_wanted = False
-        self._failures = 0  # consecutive cycles in which every request failed
-        self._failing_kind: str | None = None
+        self._backoff = Backoff(options.interval_s)
         self._next_poll = 0.0
         self._next_discovery = 0.0
         self.cycles = 0
@@ -145,7 +143,7 @@ class Poller:
 
     def request_refresh(self, contract_id: str, device_id: str, delay_s: float = 0.0) -> None:
         """Poll that device again, ``delay_s`` from now."""
-        self._refresh_queue.append((self._clock() + delay_s, contract_id, device_id))
+        self._refreshes.request(contract_id, device_id, delay_s)
         self._wake.set()
 
     def request_discovery(self) -> None:
@@ -158,7 +156,7 @@ class Poller:
     @property
     def attempted(self) -> bool:
         """True once the poller has tried a full cycle, or found the API failing."""
-        return self.cycles > 0 or self._failing_kind is not None
+        return self.cycles > 0 or self._backoff.failing_kind is not None
 
     # --- the loop ---------------------------------------------------------------
 
@@ -184,13 +182,12 @@ class Poller:
                 self.run_due_work()
             except Exception:  # a bug must not end the polling for good
                 log.exception("unexpected error in the poll loop; going on after a pause")
-                self._next_poll = self._clock() + self._backoff_delay()
+                self._next_poll = self._clock() + self._backoff.next_delay()
             self._wake.clear()
             wait_s = min(self._next_poll, self._next_discovery) - self._clock()
-            self._take_refresh_requests()
-            if self._pending_refreshes:
-                next_due = min(at for at, _, _ in self._pending_refreshes)
-                wait_s = min(wait_s, next_due - self._clock())
+            next_refresh = self._refreshes.next_due()
+            if next_refresh is not None:
+                wait_s = min(wait_s, next_refresh - self._clock())
             if self._snapshots_wanted or self._discovery_wanted:
                 wait_s = 0.0
             # Wake regularly so the heartbeat (liveness, watchdog) beats.
@@ -222,8 +219,8 @@ class Poller:
 
     def _discovery_failed(self, error: BaxoError) -> None:
         self._metrics.poll_errors.labels(error.kind).inc()
-        self._note_failure(error)
-        self._next_discovery = self._clock() + self._backoff_delay()
+        self._backoff.failed(error)
+        self._next_discovery = self._clock() + self._backoff.next_delay()
 
     # --- discovery --------------------------------------------------------------
 
@@ -306,13 +303,13 @@ class Poller:
         failed = bool(batches) and succeeded == 0 and last_error is not None
         self._cycle_done(succeeded=not failed)
         if failed and last_error is not None:
-            self._note_failure(last_error)
+            self._backoff.failed(last_error)
             self._fetcher.drop_prefetched()  # answers from before the backoff: stale
-            self._next_poll = self._clock() + self._backoff_delay()
+            self._next_poll = self._clock() + self._backoff.next_delay()
             return
         if last_error is None:
-            self._note_recovery()
-        self._failures = 0
+            self._backoff.recovered()
+        self._backoff.reset()
         self._health.last_successful_poll = time.time()
         self._metrics.last_successful_poll.set(self._health.last_successful_poll)
         self._schedule_next(started, elapsed)
@@ -386,23 +383,9 @@ class Poller:
 
     # --- refresh of single devices (after a write, or asked for) ----------------
 
-    def _take_refresh_requests(self) -> None:
-        # Other threads append to the deque; only this thread pops, and a
-        # popleft is atomic, so the pending list is this thread's alone.
-        while self._refresh_queue:
-            self._pending_refreshes.append(self._refresh_queue.popleft())
-
     def _run_due_refreshes(self) -> None:
-        self._take_refresh_requests()
-        if not self._pending_refreshes:
-            return
-        now = self._clock()
-        due = {(c, d): None for at, c, d in self._pending_refreshes if at <= now}  # each once
-        if not due:
-            return
-        self._pending_refreshes = [item for item in self._pending_refreshes if item[0] > now]
         refreshed = False
-        for contract_id, device_id in due:
+        for contract_id, device_id in self._refreshes.take_due():
             entry = self.catalog.entries.get((contract_id, device_id))
             if entry is None or not entry.device.is_active:
                 continue
@@ -433,23 +416,3 @@ class Poller:
     def _update_counts(self) -> None:
         self._metrics.devices.set(len(self.catalog.entries))
         self._metrics.tags.set(self.store.tag_count)
-
-    def _backoff_delay(self) -> float:
-        self._failures += 1
-        base = min(BACKOFF_CAP_S, max(1.0, self._options.interval_s) * 2.0 ** (self._failures - 1))
-        jitter: float = random.uniform(0.5, 1.0)
-        return base * jitter  # jitter: many bridges must not retry in step
-
-    def _note_failure(self, error: BaxoError) -> None:
-        if self._failing_kind != error.kind:
-            log.error(
-                "BAXO API failing; backing off and marking devices offline",
-                kind=error.kind,
-                error=str(error),
-            )
-            self._failing_kind = error.kind
-
-    def _note_recovery(self) -> None:
-        if self._failing_kind is not None:
-            log.info("BAXO API recovered", after_kind=self._failing_kind)
-            self._failing_kind = None

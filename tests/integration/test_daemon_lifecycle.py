@@ -6,9 +6,6 @@ import json
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 from baxo_mqtt.ports import free_port
@@ -16,26 +13,15 @@ from baxo_mqtt.simulator.http import SimulatorServer
 from tests.support.broker import Broker
 from tests.support.daemon import (
     ConfigFor,
-    DaemonProcess,
     MakeSimulator,
+    StartDaemon,
     bridge_config,
     first_device,
+    http_get,
     write_config,
 )
 from tests.support.waiting import wait_until
 from tests.support.watcher import Watcher
-
-StartDaemon = Callable[..., DaemonProcess]
-
-
-def http_get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (a test URL)
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except OSError:
-        return 0, ""
 
 
 def metric(text: str, name: str) -> float:

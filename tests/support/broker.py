@@ -83,6 +83,12 @@ class Broker:
             self._log.close()
             self._log = None
 
+    @property
+    def pid(self) -> int:
+        """The running mosquitto's process id (tests pause it with SIGSTOP)."""
+        assert self._process is not None, "the broker is not running"
+        return self._process.pid
+
     def restart(self) -> None:
         self.stop()
         self.start()

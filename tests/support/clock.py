@@ -1,4 +1,4 @@
-"""A clock for the simulator's fleet that moves only when a test moves it."""
+"""A clock that moves only when a test says so (for the simulator's fleet too)."""
 
 from __future__ import annotations
 
@@ -16,3 +16,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -115,7 +117,19 @@ class InProcessBridge:
         return self.exit_code
 
 
+def http_get(url: str) -> tuple[int, str]:
+    """(status, body) of a GET; (0, "") when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (a test URL)
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+    except OSError:
+        return 0, ""
+
+
 # Fixture types, named once so test signatures stay short.
+StartDaemon = Callable[..., DaemonProcess]
 MakeSimulator = Callable[..., SimulatorServer]
 ConfigFor = Callable[..., Path]
 StartBridge = Callable[[Path], InProcessBridge]
