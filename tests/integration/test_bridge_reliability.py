@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from baxo_mqtt.bridge import mqtt
-from baxo_mqtt.simulator.server import SimulatorServer
+from baxo_mqtt.simulator.http import SimulatorServer
 from tests.support.broker import Broker
 from tests.support.daemon import (
     ConfigFor,
