@@ -3,7 +3,8 @@
 Nothing to install and no account needed: the BAXO simulator serves a small
 fleet on a free port, the bridge polls it every couple of seconds, and every
 message the bridge publishes is printed as ``topic payload``. A broker
-already answering on localhost:1883 is used as it is; otherwise one is
+already answering on localhost:1883 is used as it is (what it retained from
+before the demo is marked as such, never passed off as live); otherwise one is
 started: mosquitto as a child process when it is installed (MQTT v5), else
 amqtt inside this process (pure Python, MQTT 3.1.1, installed with the
 ``demo`` extra), so the demo works on a machine that has only Python.
@@ -28,6 +29,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from baxo_mqtt.bridge.app import Bridge
+from baxo_mqtt.bridge.topics import escape_segment
 from baxo_mqtt.logs import configure_logging
 from baxo_mqtt.ports import free_port, port_answers
 from baxo_mqtt.settings import Settings
@@ -35,6 +37,9 @@ from baxo_mqtt.simulator.fleet import Fleet
 from baxo_mqtt.simulator.http import SimulatorServer
 
 DEMO_USER, DEMO_PASSWORD = "demo@example.com", "demo"
+# Appended to a message the broker held before the demo subscribed: an earlier
+# bridge's retained value, not something this demo published.
+RETAINED_MARK = "  (retained, from before this demo)"
 
 
 class _Mosquitto:
@@ -132,28 +137,53 @@ def _start_broker(requested: str) -> tuple[str, int, str, Any]:
 
 
 def _printer(host: str, port: int, protocol: str, out: TextIO) -> paho.Client:
-    """A subscriber that prints every bridge message as one ``topic payload`` line."""
+    """A subscriber that prints every bridge message as one ``topic payload`` line.
+
+    Returns once subscribed: the bridge starts after that, so every message the
+    broker delivers with the retain flag was there before the demo (a live
+    message is delivered without it, MQTT v5 and 3.1.1 alike).
+    """
     client = paho.Client(
         CallbackAPIVersion.VERSION2,
         client_id=f"baxo-mqtt-demo-viewer-{free_port()}",
         protocol=paho.MQTTv5 if protocol == "v5" else paho.MQTTv311,
     )
     lock = threading.Lock()
+    subscribed = threading.Event()
 
     def on_connect(c: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         c.subscribe("baxo/#", qos=0)
 
+    def on_subscribe(c: paho.Client, userdata: Any, mid: int, codes: Any, props: Any) -> None:
+        subscribed.set()
+
     def on_message(c: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         text = message.payload.decode(errors="replace") or "(cleared)"
+        mark = RETAINED_MARK if message.retain else ""
         with lock:
-            out.write(f"{message.topic} {text}\n")
+            out.write(f"{message.topic} {text}{mark}\n")
             out.flush()
 
     client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
     client.on_message = on_message
     client.connect(host, port)
     client.loop_start()
+    if not subscribed.wait(10):
+        client.loop_stop()
+        raise RuntimeError(f"could not subscribe to baxo/# on {host}:{port}")
     return client
+
+
+def _write_hint(fleet: Fleet, host: str, port: int) -> str:
+    """A /set command for a real device of the demo, which the bridge will accept."""
+    contract = fleet.contracts()[0]
+    active = [device for device in fleet.devices(contract.id) if device.status == 0]
+    topic = f"baxo/{escape_segment(contract.id)}/{escape_segment(active[0].id)}/TAG_1/set"
+    return (
+        f"# try a write:    mosquitto_pub -h {host} -p {port} -t '{topic}' -m 42\n"
+        f"# and its answer: mosquitto_sub -h {host} -p {port} -t '{topic}/result' -v\n"
+    )
 
 
 def run_demo(
@@ -173,9 +203,10 @@ def run_demo(
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     with ExitStack() as cleanup:
-        simulator = SimulatorServer(
-            Fleet.generate(contracts=1, devices=5, tags=4, seed=7, log_period_s=10, staggered=True)
-        ).start()
+        fleet = Fleet.generate(
+            contracts=1, devices=5, tags=4, seed=7, log_period_s=10, staggered=True
+        )
+        simulator = SimulatorServer(fleet).start()
         cleanup.callback(simulator.stop)
         try:
             host, port, protocol, handle = _start_broker(broker)
@@ -206,7 +237,11 @@ def run_demo(
                 "metrics": {"port": metrics_port},
             }
         )
-        viewer = _printer(host, port, protocol, out)
+        try:
+            viewer = _printer(host, port, protocol, out)
+        except (OSError, RuntimeError) as error:
+            print(f"baxo-mqtt demo: {error}", file=sys.stderr)
+            return 1
         cleanup.callback(viewer.disconnect)
         cleanup.callback(viewer.loop_stop)
         bridge = Bridge(settings, stop)
@@ -217,9 +252,8 @@ def run_demo(
             f"# MQTT broker:    {host}:{port} ({'embedded' if handle else 'existing'}, "
             f"MQTT {protocol})\n"
             f"# metrics:        http://127.0.0.1:{metrics_port}/metrics  health: /healthz\n"
-            f"# try a write:    mosquitto_pub -h {host} -p {port} "
-            f"-t 'baxo/<contract>/<device>/TAG_1/set' -m 42\n"
-            "# Ctrl-C stops everything. Live topics:",
+            f"{_write_hint(fleet, host, port)}"
+            f"# Ctrl-C stops everything. Live topics (a line ending{RETAINED_MARK} is not live):",
             file=out,
             flush=True,
         )

@@ -28,9 +28,47 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from baxo_mqtt import __version__
+from baxo_mqtt.errors import BaxoError
 
 # A cloud API answers in tens of milliseconds to tens of seconds.
 API_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0)
+
+
+def _error_kinds(root: type[BaxoError] = BaxoError) -> tuple[str, ...]:
+    """Every ``kind`` of the error tree in baxo_mqtt/errors.py, so a new error class
+    is exported at 0 without anyone remembering to list it here."""
+    kinds = [root.kind]
+    for subclass in root.__subclasses__():
+        kinds.extend(_error_kinds(subclass))
+    return tuple(dict.fromkeys(kinds))
+
+
+# Label values known in advance are exported at 0 from the start: a series that
+# appears only with the first error hides that error from increase() and rate().
+POLL_ERROR_KINDS = _error_kinds()
+# The ``get=`` values baxo_mqtt/baxo/client.py reports, and what it reports for
+# each attempt: "ok" or the error's kind.
+API_OPERATIONS = (
+    "contracts",
+    "devices",
+    "device",
+    "devices-realtimes",
+    "devices-historics",
+    "devices-tags-write",
+)
+API_OUTCOMES = ("ok", *POLL_ERROR_KINDS)
+WRITE_OUTCOMES = ("ok", "rejected", "failed")
+BRIDGE_REQUEST_COMMANDS = ("health", "rediscover", "refresh", "log_level")
+# Any other command name (they come from topic segments anyone can publish to)
+# is counted under this one value, so a label never grows with outside input.
+UNKNOWN_BRIDGE_REQUEST = "unknown"
+BRIDGE_REQUEST_STATUSES = ("ok", "error")
+SPARKPLUG_MESSAGE_TYPES = ("NBIRTH", "DBIRTH", "NDATA", "DDATA", "DDEATH", "NDEATH")
+
+
+def bridge_request_label(command: str) -> str:
+    """The ``command`` label for a request on ``<base>/bridge/request/<command>``."""
+    return command if command in BRIDGE_REQUEST_COMMANDS else UNKNOWN_BRIDGE_REQUEST
 
 
 class Metrics:
@@ -69,10 +107,11 @@ class Metrics:
         self._message_counters = _MessageCounters()
         r.register(self._message_counters)
         self.writes = Counter(
-            "baxo_mqtt_writes", "MQTT /set requests by outcome.", ["outcome"], registry=r
+            "baxo_mqtt_writes",
+            "Write requests (/set, Sparkplug DCMD, Home Assistant) by outcome.",
+            ["outcome"],
+            registry=r,
         )
-        for outcome in ("ok", "rejected", "failed"):
-            self.writes.labels(outcome)
         self.mqtt_connected = Gauge(
             "baxo_mqtt_mqtt_connected", "1 while connected to the MQTT broker.", registry=r
         )
@@ -97,6 +136,58 @@ class Metrics:
             "baxo_mqtt_build_info", "Always 1; the version is a label.", ["version"], registry=r
         )
         self.build_info.labels(__version__).set(1)
+        self.history_samples_published = Counter(
+            "baxo_mqtt_history_samples_published",
+            "History samples acknowledged by the broker on <t>/history topics.",
+            registry=r,
+        )
+        self.history_lag = Gauge(
+            "baxo_mqtt_history_lag_seconds",
+            "Now minus the oldest history cursor over the selected tags.",
+            registry=r,
+        )
+        self.history_late_rows = Counter(
+            "baxo_mqtt_history_late_rows",
+            "History rows shown by the API too late to publish (older than history.overlap_s).",
+            registry=r,
+        )
+        self.sparkplug_messages = Counter(
+            "baxo_mqtt_sparkplug_messages",
+            "Sparkplug B messages sent by the edge node, by message type.",
+            ["type"],
+            registry=r,
+        )
+        self.sparkplug_rebirths = Counter(
+            "baxo_mqtt_sparkplug_rebirths",
+            "Rebirths of the Sparkplug edge node asked by a host (NCMD Node Control/Rebirth).",
+            registry=r,
+        )
+        self.bridge_requests = Counter(
+            "baxo_mqtt_bridge_requests",
+            "Requests on <base>/bridge/request/<command> by command and answer status.",
+            ["command", "status"],
+            registry=r,
+        )
+        self._export_known_labels()
+
+    def _export_known_labels(self) -> None:
+        for operation in API_OPERATIONS:
+            self.api_request_duration.labels(operation)
+            for outcome in API_OUTCOMES:
+                self.api_requests.labels(operation, outcome)
+        for kind in POLL_ERROR_KINDS:
+            self.poll_errors.labels(kind)
+        for outcome in WRITE_OUTCOMES:
+            self.writes.labels(outcome)
+        for command in (*BRIDGE_REQUEST_COMMANDS, UNKNOWN_BRIDGE_REQUEST):
+            for status in BRIDGE_REQUEST_STATUSES:
+                self.bridge_requests.labels(command, status)
+        for message_type in SPARKPLUG_MESSAGE_TYPES:
+            self.sparkplug_messages.labels(message_type)
+
+    def count_bridge_request(self, command: str, status: str) -> None:
+        """One answered bridge request; an unknown command is counted as ``unknown``."""
+        self.bridge_requests.labels(bridge_request_label(command), status).inc()
 
     def count_messages(self, source: Callable[[], tuple[int, int]]) -> None:
         """Where the (published, dropped) message totals are read from."""

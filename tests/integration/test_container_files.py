@@ -1,4 +1,5 @@
-"""The container files, checked without a Docker engine (none runs where the tests do).
+"""The container files, checked without a Docker engine (tests/peers/test_docker.py
+builds and runs the image where one can run).
 
 What can be proved without building the image is proved for real: the
 Dockerfile is parsed into instructions and its promises checked one by one;
@@ -206,8 +207,40 @@ def test_everything_the_dockerfile_copies_is_in_the_build_context(
     for copy in (i for i in dockerfile if i.keyword == "COPY" and "--from=" not in i.arguments):
         *sources, _destination = copy.arguments.split()
         for source in sources:
+            if source.endswith("*"):
+                # An optional source (the offline wheelhouse): let in, need not exist.
+                assert dockerignore_includes(source.rstrip("*")), f"{source} is excluded"
+                continue
             assert dockerignore_includes(source), f"{source} is excluded by .dockerignore"
             assert (REPO / source).exists(), f"line {copy.line}: {source} does not exist"
+
+
+def test_the_state_directory_is_a_volume_the_bridge_finds(
+    dockerfile: list[Instruction],
+) -> None:
+    stage = final_stage(dockerfile)
+    volumes = [i.exec_form() for i in stage if i.keyword == "VOLUME"]
+    assert volumes == [["/var/lib/baxo-mqtt"]]
+    environment: dict[str, str] = {}
+    for env in (i for i in stage if i.keyword == "ENV"):
+        environment.update(key_values(env.arguments))
+    # state.dir = "" resolves to $STATE_DIRECTORY first, as under systemd.
+    assert environment["STATE_DIRECTORY"] == "/var/lib/baxo-mqtt"
+    # Created before VOLUME and owned by the bridge's user, so that a new named
+    # volume, which starts as a copy of it, is writable without root.
+    user = [i for i in stage if i.keyword == "USER"][-1].arguments
+    created = [i for i in stage if i.keyword == "RUN" and "/var/lib/baxo-mqtt" in i.arguments]
+    assert created, "the image must create the state directory"
+    assert f"-o {user.split(':')[0]} -g {user.split(':')[1]}" in created[0].arguments
+
+
+def test_the_base_image_comes_from_a_build_argument(dockerfile: list[Instruction]) -> None:
+    froms = [i.arguments.split()[0] for i in dockerfile if i.keyword == "FROM"]
+    assert froms[0] == froms[-1] == "${PYTHON_IMAGE}"
+    # Both bases have python3 (the official image also has python; a Debian one not).
+    runs = " ".join(i.arguments for i in dockerfile if i.keyword == "RUN")
+    assert "python3 -m venv" in runs and " python -m" not in runs.replace("bin/python -m", "")
+    assert "--no-index --find-links /wheels" in runs
 
 
 def dockerignore_includes(path: str) -> bool:
@@ -347,6 +380,9 @@ def test_compose_runs_a_broker_the_bridge_and_the_simulator(compose: dict[str, A
     assert services["bridge"]["build"] == "." and services["simulator"]["build"] == "."
     assert services["simulator"]["command"][0] == "simulator"
     assert f"./deploy/config.toml:{DEFAULT_CONFIG_PATH}:ro" in services["bridge"]["volumes"]
+    # A named volume, so the state directory outlives a rebuilt container.
+    assert "bridge-state:/var/lib/baxo-mqtt" in services["bridge"]["volumes"]
+    assert "bridge-state" in compose["volumes"]
     for service in services.values():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]

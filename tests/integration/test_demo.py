@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from baxo_mqtt.demo import RETAINED_MARK
 from baxo_mqtt.ports import free_port
 from tests.support.broker import Broker
 from tests.support.waiting import wait_until
+from tests.support.watcher import Watcher
 
 
 class DemoProcess:
@@ -71,6 +75,57 @@ def test_demo_uses_a_given_broker(tmp_path: Path) -> None:
     try:
         wait_until(lambda: len(demo.tag_lines()) >= 12, 20, "tag values")
         assert any(f"127.0.0.1:{broker.port} (existing" in line for line in demo.lines)
+    finally:
+        assert demo.interrupt() == 0
+        broker.stop()
+
+
+@pytest.mark.slow
+def test_demo_marks_what_the_broker_retained_from_before_it(tmp_path: Path) -> None:
+    broker = Broker(tmp_path).start()
+    earlier = Watcher(broker.port, "unused/#")
+    earlier.publish("baxo/old-contract/old-device/TAG_1", "17", retain=True)
+    earlier.close()
+    demo = DemoProcess("--broker", f"127.0.0.1:{broker.port}", "--interval", "1")
+    try:
+        wait_until(lambda: len(demo.tag_lines()) >= 12, 20, "tag values")
+        stale = [line for line in demo.lines if line.startswith("baxo/old-contract/")]
+        assert stale == [f"baxo/old-contract/old-device/TAG_1 17{RETAINED_MARK}"]
+        # What the demo's bridge publishes itself is live, never marked.
+        fresh = [line for line in demo.tag_lines() if not line.startswith("baxo/old-contract/")]
+        assert fresh and not [line for line in fresh if line.endswith(RETAINED_MARK)]
+    finally:
+        assert demo.interrupt() == 0
+        broker.stop()
+
+
+@pytest.mark.slow
+def test_the_write_hint_names_a_device_the_bridge_writes_to(tmp_path: Path) -> None:
+    broker = Broker(tmp_path).start()
+    demo = DemoProcess("--broker", f"127.0.0.1:{broker.port}", "--interval", "1")
+    try:
+        hint = wait_until(
+            lambda: next((line for line in demo.lines if line.startswith("# try a write:")), None),
+            20,
+            "the write hint",
+        )
+        topic = re.search(r"-t '([^']+)' -m 42", hint)
+        assert topic, hint
+        assert "<" not in topic.group(1), "a real contract and device, not a placeholder"
+        wait_until(lambda: len(demo.tag_lines()) >= 12, 20, "tag values")
+        writer = Watcher(broker.port, "unused/#")
+        writer.publish(topic.group(1), "42")
+        writer.close()
+        result = wait_until(
+            lambda: next(
+                (line for line in demo.lines if line.startswith(f"{topic.group(1)}/result ")), None
+            ),
+            20,
+            "the write's result",
+        )
+        assert json.loads(result.split(" ", 1)[1])["ok"] is True, result
+        value_topic = topic.group(1).removesuffix("/set")
+        wait_until(lambda: f"{value_topic} 42" in demo.lines, 20, "the written value")
     finally:
         assert demo.interrupt() == 0
         broker.stop()

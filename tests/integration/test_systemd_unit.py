@@ -167,6 +167,14 @@ def test_the_unit_runs_the_daemon_as_a_notify_service(unit: Unit) -> None:
     assert value(unit, "Install", "WantedBy") == "multi-user.target"
 
 
+def test_the_unit_gives_the_bridge_a_state_directory(unit: Unit) -> None:
+    # systemd creates /var/lib/baxo-mqtt for the dynamic user, keeps it across
+    # restarts, and names it in $STATE_DIRECTORY, where state.dir = "" looks first.
+    assert value(unit, "Service", "StateDirectory") == "baxo-mqtt"
+    assert value(unit, "Service", "StateDirectoryMode") == "0700"
+    assert value(unit, "Service", "ProtectSystem") == "strict", "all else stays read-only"
+
+
 def test_the_credentials_the_unit_loads_are_the_ones_the_settings_read(
     unit: Unit, tmp_path: Path
 ) -> None:

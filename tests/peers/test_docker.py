@@ -1,0 +1,195 @@
+"""The image built from the Dockerfile and run by a real Docker engine.
+
+The containers use host networking, so the bridge inside talks to the suite's
+mosquitto and simulator on 127.0.0.1 exactly as the daemon tests do. Skipped,
+with the reason, where no engine can run (tests/support/docker_engine.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from baxo_mqtt.ports import free_port
+from baxo_mqtt.simulator.fleet import DEFAULT_PASSWORD, DEFAULT_USERNAME
+from baxo_mqtt.simulator.server import SimulatorServer
+from tests.support.broker import Broker
+from tests.support.docker_engine import DockerEngine, build_image, docker, prepare_offline_build
+from tests.support.waiting import wait_until
+from tests.support.watcher import Watcher
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+STATE_DIR = "/var/lib/baxo-mqtt"
+IMAGE_USER = "10001:10001"
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[DockerEngine]:
+    running = DockerEngine().ensure()
+    yield running
+    running.stop()  # only when this session started it
+
+
+@pytest.fixture(scope="module")
+def image(engine: DockerEngine, tmp_path_factory: pytest.TempPathFactory) -> str:
+    prepare_offline_build()
+    return build_image(tmp_path_factory.mktemp("build") / "context", "baxo-mqtt:under-test")
+
+
+class Containers:
+    """Containers and volumes made by one test, removed at its end whatever happens."""
+
+    def __init__(self) -> None:
+        self.prefix = f"baxo-mqtt-test-{os.getpid()}-{next(_names)}"
+        self.made: list[str] = []
+        self.volumes: list[str] = []
+
+    def volume(self) -> str:
+        name = f"{self.prefix}-state-{len(self.volumes)}"
+        docker("volume", "create", name)
+        self.volumes.append(name)
+        return name
+
+    def run(self, *args: str, detach: bool = True) -> str:
+        name = f"{self.prefix}-{len(self.made)}"
+        self.made.append(name)
+        mode = ["--detach"] if detach else []
+        return docker("run", *mode, f"--name={name}", "--network=host", *args).stdout.strip()
+
+    def remove_all(self) -> None:
+        for name in self.made:
+            docker("rm", "--force", "--volumes", name, check=False)
+        for volume in self.volumes:
+            docker("volume", "rm", "--force", volume, check=False)
+
+
+@pytest.fixture
+def containers(engine: DockerEngine) -> Iterator[Containers]:
+    made = Containers()
+    yield made
+    made.remove_all()
+
+
+def inspect(name: str) -> dict[str, Any]:
+    document = json.loads(docker("inspect", name).stdout)
+    assert isinstance(document, list) and len(document) == 1
+    found: dict[str, Any] = document[0]
+    return found
+
+
+def test_the_image_runs_unprivileged_with_a_state_volume(image: str) -> None:
+    config = inspect(image)["Config"]
+    assert config["User"] == IMAGE_USER
+    assert config["Entrypoint"] == ["baxo-mqtt"]
+    assert config["Cmd"] == ["run", "-c", "/etc/baxo-mqtt/config.toml"]
+    assert STATE_DIR in config["Volumes"]
+    assert f"STATE_DIRECTORY={STATE_DIR}" in config["Env"]
+    assert "9877/tcp" in config["ExposedPorts"]
+    assert config["Healthcheck"]["Test"][0] == "CMD"
+
+
+def test_no_build_tool_or_source_reaches_the_image(image: str, containers: Containers) -> None:
+    listing = containers.run(
+        "--rm",
+        "--entrypoint=sh",
+        image,
+        "-c",
+        "ls /src /wheels 2>&1; command -v gcc pip || true; ls /opt/baxo-mqtt/bin",
+        detach=False,
+    )
+    assert "'/src': No such file" in listing and "'/wheels': No such file" in listing
+    assert "baxo-mqtt" in listing.splitlines()
+
+
+def test_the_installed_package_carries_its_type_hints(image: str, containers: Containers) -> None:
+    # py.typed is package data (pyproject.toml): only a wheel built from the tree shows it.
+    found = containers.run(
+        "--rm",
+        "--entrypoint=python3",
+        image,
+        "-c",
+        "import importlib.resources as r; print((r.files('baxo_mqtt') / 'py.typed').is_file())",
+        detach=False,
+    )
+    assert found == "True"
+
+
+@pytest.fixture
+def bridge_environment(
+    broker: Broker, simulator: SimulatorServer, tmp_path: Path
+) -> tuple[list[str], int]:
+    """``docker run`` options for a bridge on the suite's broker and simulator."""
+    secret = tmp_path / "baxo_password"
+    secret.write_text(DEFAULT_PASSWORD + "\n")
+    secret.chmod(0o644)  # the image's user reads it through the bind mount
+    metrics_port = free_port()
+    settings = {
+        "BAXO_MQTT_BAXO__BASE_URL": simulator.url,
+        "BAXO_MQTT_BAXO__USERNAME": DEFAULT_USERNAME,
+        "BAXO_MQTT_BAXO__PASSWORD_FILE": "/run/secrets/baxo_password",
+        "BAXO_MQTT_MQTT__HOST": "127.0.0.1",
+        "BAXO_MQTT_MQTT__PORT": str(broker.port),
+        "BAXO_MQTT_MQTT__CLIENT_ID": f"bridge-in-docker-{metrics_port}",
+        "BAXO_MQTT_POLL__INTERVAL_S": "1",
+        "BAXO_MQTT_METRICS__PORT": str(metrics_port),
+    }
+    options = [f"--env={name}={value}" for name, value in settings.items()]
+    options.append(f"--volume={secret}:/run/secrets/baxo_password:ro")
+    return options, metrics_port
+
+
+def test_the_container_bridges_values_turns_healthy_and_stops_cleanly(
+    image: str,
+    containers: Containers,
+    bridge_environment: tuple[list[str], int],
+    watcher: Watcher,
+    simulator: SimulatorServer,
+) -> None:
+    options, _ = bridge_environment
+    # The image's own health check, asked every second instead of every 30 s.
+    name = containers.run(*options, "--health-interval=1s", "--health-start-period=0s", image)
+
+    watcher.wait_for("baxo/bridge/state", lambda text: text == "online", timeout=60)
+    contract = simulator.fleet.contracts()[0].id
+    device = simulator.fleet.devices(contract)[0].id
+    watcher.wait_for(f"baxo/{contract}/{device}/$availability", lambda t: t == "online", 30)
+    wait_until(
+        lambda: inspect(name)["State"]["Health"]["Status"] == "healthy",
+        30,
+        "the container's health check to pass",
+    )
+
+    docker("stop", "--time=10", name, timeout=30)
+    state = inspect(name)["State"]
+    assert (state["Status"], state["ExitCode"]) == ("exited", 0), docker("logs", name).stderr
+    watcher.wait_for("baxo/bridge/state", lambda text: text == "offline", timeout=10)
+    logs = docker("logs", name)
+    assert DEFAULT_PASSWORD not in (logs.stdout + logs.stderr).replace(DEFAULT_USERNAME, "")
+
+
+def test_the_state_volume_is_writable_and_outlives_the_container(
+    image: str, containers: Containers
+) -> None:
+    volume = containers.volume()
+    mount = f"--volume={volume}:{STATE_DIR}"
+    # As the image's user, through $STATE_DIRECTORY: where state.dir = "" resolves.
+    write = (
+        "import os, pathlib; d = pathlib.Path(os.environ['STATE_DIRECTORY']); "
+        "(d / 'marker').write_text(f'{os.getuid()}:{os.getgid()}'); "
+        "print(oct(d.stat().st_mode & 0o777), d.stat().st_uid)"
+    )
+    first = containers.run(mount, "--entrypoint=python3", image, "-c", write, detach=False)
+    assert first.split() == ["0o700", "10001"]
+    docker("rm", containers.made[-1])
+
+    read = "import pathlib; print(pathlib.Path('/var/lib/baxo-mqtt/marker').read_text())"
+    second = containers.run(mount, "--entrypoint=python3", image, "-c", read, detach=False)
+    assert second == "10001:10001"
