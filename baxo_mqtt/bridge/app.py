@@ -22,6 +22,8 @@ import os
 import signal
 import sys
 import threading
+import time
+from datetime import UTC, datetime
 from types import FrameType
 
 import structlog
@@ -36,12 +38,17 @@ from baxo_mqtt.bridge.fanout import Fanout
 from baxo_mqtt.bridge.messages import IncomingMessage
 from baxo_mqtt.bridge.mqtt import MqttLink, Subscription
 from baxo_mqtt.bridge.poller import REFRESH_DELAY_S, Poller, PollOptions
+from baxo_mqtt.bridge.requests import BridgeRequests, HourlyCount, JsonValue, RequestActions
 from baxo_mqtt.bridge.topics import TopicScheme
 from baxo_mqtt.bridge.writer import Writer
 from baxo_mqtt.errors import ConfigError, MqttUnavailableError
+from baxo_mqtt.logs import set_level
 from baxo_mqtt.metrics import Health, Metrics, MetricsServer
+from baxo_mqtt.outputs.homeassistant import HomeAssistantDiscovery
+from baxo_mqtt.outputs.homeassistant_config import HomeAssistantOptions
+from baxo_mqtt.outputs.inventory import InventoryOptions, InventoryOutput
 from baxo_mqtt.outputs.plain import PlainOptions, PlainTopics
-from baxo_mqtt.settings import Settings
+from baxo_mqtt.settings import Settings, tag_metadata_from
 from baxo_mqtt.systemd import SystemdNotifier
 
 log = structlog.get_logger(__name__)
@@ -86,6 +93,18 @@ def plain_options_from(settings: Settings) -> PlainOptions:
     )
 
 
+def homeassistant_options_from(settings: Settings, rules: WriteRules) -> HomeAssistantOptions:
+    ha = settings.homeassistant
+    return HomeAssistantOptions(
+        base_topic=settings.mqtt.base_topic,
+        discovery_prefix=ha.discovery_prefix,
+        payload=settings.publish.payload,
+        expire_after_s=ha.expire_after_s,
+        writes=rules,
+        tags=tag_metadata_from(settings),
+    )
+
+
 class Bridge:
     """The running daemon: every part, and the order they start and stop in."""
 
@@ -96,7 +115,8 @@ class Bridge:
         self.health = Health(interval_s=settings.poll.interval_s)
         self.notifier = SystemdNotifier()
         self.scheme = TopicScheme(settings.mqtt.base_topic)
-        self.client = BaxoClient(settings.baxo, on_request=self.metrics.observe_api)
+        self.api_errors = HourlyCount()
+        self.client = BaxoClient(settings.baxo, on_request=self._observe_api)
         self._ready_sent = False
         self._fatal: ConfigError | None = None
         # Replaced whole by the poll thread, read by paho's thread: see bridge/directory.py.
@@ -109,6 +129,31 @@ class Bridge:
             max_payload_bytes=SET_PAYLOAD_LIMIT,
         )
         subscriptions = [Subscription(self.scheme.set_subscription())] if write.enabled else []
+        self.requests = BridgeRequests(
+            self.scheme.base,
+            RequestActions(
+                health=self._health_data,
+                request_discovery=self._request_discovery,
+                request_refresh=self._request_refresh,
+                pollable=self._pollable,
+                set_log_level=set_level,
+                count=self.metrics.count_bridge_request,
+            ),
+            publish=self._publish,
+            reply=self._reply,
+        )
+        subscriptions += [Subscription(topic) for topic in self.requests.subscriptions()]
+        self.homeassistant: HomeAssistantDiscovery | None = None
+        if settings.homeassistant.enabled:
+            self.homeassistant = HomeAssistantDiscovery(
+                homeassistant_options_from(settings, self.rules),
+                self._publish,
+                lambda: self.poller.request_snapshot(HomeAssistantDiscovery.name),
+            )
+            # Not commands: the retained status and configs are what it reads.
+            subscriptions += [
+                Subscription(topic, commands=False) for topic in self.homeassistant.subscriptions()
+            ]
         self.link = MqttLink(
             settings.mqtt,
             self.metrics,
@@ -141,27 +186,78 @@ class Bridge:
             ),
         )
         self.metrics_server: MetricsServer | None = None
+        self._request_prefix = f"{self.scheme.base}/bridge/request/"
+        self._ha_prefix = f"{settings.homeassistant.discovery_prefix}/"
 
     def _outputs(self) -> list[Output]:
         """Every output that is switched on: one line each."""
         outputs: list[Output] = []
+        if self.homeassistant is not None:  # before the plain topics: configs before values
+            outputs.append(self.homeassistant)
         if self.settings.publish.enabled:
             options = plain_options_from(self.settings)
             outputs.append(PlainTopics(self.scheme, options, self.link.publish))
+        outputs.append(
+            InventoryOutput(InventoryOptions(self.scheme.base, self.rules), self._publish)
+        )
         return outputs
 
     # --- callbacks from other threads ------------------------------------------
 
     def _on_connected(self) -> None:  # paho's thread: only signal
+        # Outputs on this link refill a broker that restarted without persistence.
         for output in self.fanout.outputs:
-            if output.name == PlainTopics.name:
+            if output.name in (PlainTopics.name, HomeAssistantDiscovery.name, InventoryOutput.name):
                 self.poller.request_snapshot(output.name)
 
     def _on_connection_change(self, connected: bool) -> None:  # paho's thread
         self.health.broker_connected = connected  # /readyz follows at once
 
     def _on_message(self, message: IncomingMessage) -> None:  # paho's thread: decode, hand off
-        self.writer.submit(decode_set(message, self.scheme, self.rules, self._directory))
+        if message.topic.startswith(self._request_prefix):
+            self.requests.on_message(message)
+        elif self.homeassistant is not None and message.topic.startswith(self._ha_prefix):
+            self.homeassistant.on_message(message)
+        else:
+            self.writer.submit(decode_set(message, self.scheme, self.rules, self._directory))
+
+    # --- what bridge requests read and do --------------------------------------
+
+    def _publish(self, topic: str, payload: bytes, retain: bool) -> bool:
+        return self.link.publish(topic, payload, retain)
+
+    def _reply(self, topic: str, payload: bytes, correlation_data: bytes | None) -> bool:
+        return self.link.reply(topic, payload, correlation_data)
+
+    def _observe_api(self, operation: str, outcome: str, seconds: float) -> None:
+        self.metrics.observe_api(operation, outcome, seconds)
+        if outcome != "ok":
+            self.api_errors.add()
+
+    def _request_discovery(self) -> None:
+        self.poller.request_discovery()
+
+    def _request_refresh(self, contract_id: str, device_id: str) -> None:
+        self.poller.request_refresh(contract_id, device_id)
+
+    def _pollable(self, contract_id: str, device_id: str) -> bool:
+        entry = self.poller.catalog.entries.get((contract_id, device_id))
+        return entry is not None and entry.device.is_active
+
+    def _health_data(self) -> dict[str, JsonValue]:
+        last = self.health.last_successful_poll
+        return {
+            "uptime_s": round(time.time() - self.health.started_at, 1),
+            "mqtt_connected": self.link.connected,
+            "last_successful_poll": None
+            if last is None
+            else datetime.fromtimestamp(last, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "devices": len(self.poller.catalog.entries),
+            "tags": self.poller.store.tag_count,
+            "api_errors_last_hour": self.api_errors.count(),
+            "history_lag_s": None,  # the history stream is not wired yet
+            "version": __version__,
+        }
 
     def _set_directory(self, directory: WriteDirectory) -> None:  # the poll thread
         self._directory = directory

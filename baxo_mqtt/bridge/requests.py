@@ -233,6 +233,30 @@ class RateLimits:
         return None
 
 
+class HourlyCount:
+    """How many times something happened in the last hour (``api_errors_last_hour``).
+
+    Counted per minute, so memory stays at 60 numbers however often it happens.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._minutes: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def add(self) -> None:
+        minute = int(self._clock() // 60)
+        with self._lock:
+            self._minutes[minute] = self._minutes.get(minute, 0) + 1
+            if len(self._minutes) > 61:
+                self._minutes = {m: n for m, n in self._minutes.items() if m > minute - 60}
+
+    def count(self) -> int:
+        minute = int(self._clock() // 60)
+        with self._lock:
+            return sum(n for m, n in self._minutes.items() if m > minute - 60)
+
+
 def _shell_quoted(text: str) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
 

@@ -8,7 +8,7 @@ from pydantic import SecretStr
 from baxo_mqtt.baxo.client import BaxoClient
 from baxo_mqtt.metrics import Metrics
 from baxo_mqtt.settings import BaxoSettings
-from baxo_mqtt.simulator.server import SimulatorServer
+from baxo_mqtt.simulator.http import SimulatorServer
 
 
 def request_series(metrics: Metrics) -> dict[tuple[str, str], float]:

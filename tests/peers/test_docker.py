@@ -18,7 +18,7 @@ import pytest
 
 from baxo_mqtt.ports import free_port
 from baxo_mqtt.simulator.fleet import DEFAULT_PASSWORD, DEFAULT_USERNAME
-from baxo_mqtt.simulator.server import SimulatorServer
+from baxo_mqtt.simulator.http import SimulatorServer
 from tests.support.broker import Broker
 from tests.support.docker_engine import DockerEngine, build_image, docker, prepare_offline_build
 from tests.support.waiting import wait_until

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from baxo_mqtt.metrics import Metrics
-from baxo_mqtt.simulator.server import SimulatorServer
+from baxo_mqtt.simulator.http import SimulatorServer
 from tests.support.daemon import ConfigFor, DaemonProcess
 from tests.support.waiting import wait_until
 

@@ -12,6 +12,7 @@ from baxo_mqtt.bridge.messages import IncomingMessage
 from baxo_mqtt.bridge.requests import (
     BadRequest,
     BridgeRequests,
+    HourlyCount,
     RateLimits,
     Request,
     RequestActions,
@@ -279,3 +280,21 @@ def test_a_number_json_cannot_hold_is_refused_not_echoed() -> None:
     bridge = Bridge()
     send(bridge.handler(), "health", '{"transaction": 1e400}')
     assert bridge.answers()[0]["error"] == "request is not valid JSON"
+
+
+def test_hourly_count_forgets_what_is_over_an_hour_old() -> None:
+    clock = FakeClock()
+    errors = HourlyCount(clock)
+    errors.add()
+    clock.now += 1800
+    errors.add()
+    errors.add()
+    assert errors.count() == 3
+    clock.now += 1860
+    assert errors.count() == 2
+    clock.now += 3600
+    assert errors.count() == 0
+    for _ in range(200):
+        clock.now += 60
+        errors.add()
+    assert errors.count() == 60
