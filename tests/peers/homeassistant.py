@@ -236,6 +236,15 @@ class HomeAssistant:
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False
 
+    def mqtt_complaints(self) -> list[str]:
+        """Warnings and errors of the MQTT integration: bad configs, deprecated keys, bad states."""
+        return [
+            line
+            for line in self.log_text().splitlines()
+            if ("WARNING" in line or "ERROR" in line)
+            and ("mqtt" in line or "ValueError" in line or "deprecat" in line.lower())
+        ]
+
     def log_text(self) -> str:
         home_log = self.config_dir / "home-assistant.log"
         parts = [self.log_path.read_text(errors="replace")]

@@ -202,6 +202,7 @@ def test_devices_and_tags_appear_with_units_classes_and_the_bridge(
     bridge_device = homeassistant.template(f"{{{{ device_id('{connectivity['entity_id']}') }}}}")
     via = homeassistant.template(f"{{{{ device_attr({device}, 'via_device_id') }}}}")
     assert via == bridge_device
+    assert homeassistant.mqtt_complaints() == []
 
 
 def test_the_device_availability_and_the_bridge_state_are_both_required(
@@ -231,6 +232,7 @@ def test_a_number_turning_to_text_is_shown_without_a_value_error(
     log = homeassistant.log_text()
     assert "ValueError" not in log
     assert "non-numeric value" not in log
+    assert homeassistant.mqtt_complaints() == []
 
 
 def test_a_number_entity_writes_through_the_set_topic(
