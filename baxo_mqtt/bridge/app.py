@@ -186,8 +186,6 @@ class Bridge:
             ),
         )
         self.metrics_server: MetricsServer | None = None
-        self._request_prefix = f"{self.scheme.base}/bridge/request/"
-        self._ha_prefix = f"{settings.homeassistant.discovery_prefix}/"
 
     def _outputs(self) -> list[Output]:
         """Every output that is switched on: one line each."""
@@ -214,9 +212,9 @@ class Bridge:
         self.health.broker_connected = connected  # /readyz follows at once
 
     def _on_message(self, message: IncomingMessage) -> None:  # paho's thread: decode, hand off
-        if message.topic.startswith(self._request_prefix):
+        if self.requests.wants(message.topic):
             self.requests.on_message(message)
-        elif self.homeassistant is not None and message.topic.startswith(self._ha_prefix):
+        elif self.homeassistant is not None and self.homeassistant.wants(message.topic):
             self.homeassistant.on_message(message)
         else:
             self.writer.submit(decode_set(message, self.scheme, self.rules, self._directory))

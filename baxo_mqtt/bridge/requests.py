@@ -308,6 +308,10 @@ class BridgeRequests:
     def subscriptions(self) -> list[str]:
         return [request_subscription(self._base)]
 
+    def wants(self, topic: str) -> bool:
+        """Whether ``topic`` is a request topic (the others go elsewhere)."""
+        return command_of(self._base, topic) is not None
+
     def on_message(self, message: IncomingMessage) -> None:
         command = command_of(self._base, message.topic)
         if command is None:

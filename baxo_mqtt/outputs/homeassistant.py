@@ -109,6 +109,14 @@ class HomeAssistantDiscovery:
         """Home Assistant's status, and config topics (both with retained messages)."""
         return [self._options.status_topic, self._options.config_filter]
 
+    def wants(self, topic: str) -> bool:
+        """Whether ``topic`` is one of ``subscriptions()`` (the others go elsewhere)."""
+        if topic == self._options.status_topic:
+            return True
+        prefix = f"{self._options.discovery_prefix}/"
+        rest = topic[len(prefix) :].split("/") if topic.startswith(prefix) else []
+        return len(rest) == 4 and rest[3] == "config"
+
     def handle(self, event: Event) -> None:
         if isinstance(event, TagsChanged):
             self._on_values(event)

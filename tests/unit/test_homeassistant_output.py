@@ -205,3 +205,11 @@ def test_at_start_stale_configs_of_ours_are_cleared_after_the_first_good_cycle()
     output.on_message(stale("homeassistant/sensor/baxo_c-1_888/X/config"))
     output.handle(CycleDone(True, 1, 2, 1, Values()))
     assert {topic for topic, payload, _ in broker.published if not payload} == cleared
+
+
+def test_wants_exactly_its_own_topics() -> None:
+    output = HomeAssistantDiscovery(OPTIONS, Broker().publish, lambda: None)
+    assert output.wants("homeassistant/status")
+    assert output.wants(TEMP_CONFIG)
+    assert not output.wants("homeassistant/sensor/x/config")
+    assert not output.wants("baxo/c-1/14587/TEMP/set")

@@ -298,3 +298,10 @@ def test_hourly_count_forgets_what_is_over_an_hour_old() -> None:
         clock.now += 60
         errors.add()
     assert errors.count() == 60
+
+
+def test_wants_only_request_topics() -> None:
+    handler = Bridge().handler()
+    assert handler.wants("baxo/bridge/request/health")
+    assert not handler.wants("baxo/bridge/request/x/set")
+    assert not handler.wants("baxo/c/d/t/set")
