@@ -73,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     write.add_argument("--device", required=True, metavar="ID")
     write.add_argument("--tag", required=True, metavar="REF")
     write.add_argument("--value", required=True, metavar="V")
+    write.add_argument(
+        "--force",
+        action="store_true",
+        help="write even though the tag is not in write.allow (write.deny and "
+        "write.enabled still hold)",
+    )
 
     sim = commands.add_parser(
         "simulator",
@@ -248,6 +254,12 @@ def _api_tool(command: str, args: argparse.Namespace, settings: Settings) -> int
             except ValueError as error:
                 print(f"baxo-mqtt history: {error}", file=sys.stderr)
                 return EXIT_CONFIG
-        client.write_tag(args.contract, args.device, args.tag, args.value)
-        print(f"wrote {args.tag} = {args.value!r} on device {args.device}")
-        return 0
+        from baxo_mqtt.baxo.tag_write import run_write_command
+        from baxo_mqtt.bridge.commands import WriteRules
+
+        rules = WriteRules(
+            settings.write.enabled, tuple(settings.write.allow), tuple(settings.write.deny)
+        )
+        return run_write_command(
+            client, rules, args.contract, args.device, args.tag, args.value, args.force
+        )

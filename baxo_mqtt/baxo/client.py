@@ -535,9 +535,9 @@ class BaxoClient:
                 raise BaxoTimeoutError(
                     f"no answer within {self._timeout_s:g} s", operation=operation
                 ) from exc
+            _, host, port = _origin(url)
             raise BaxoTransportError(
-                f"cannot reach the BAXO API: {self._redact(type(exc).__name__)}: "
-                f"{self._redact(str(exc))[:EXCERPT_CHARS]}",
+                f"cannot reach the BAXO API at {host}:{port}: {self._redact(_root_cause(exc))}",
                 operation=operation,
             ) from exc
         if not 200 <= response.status_code < 300:
@@ -649,6 +649,32 @@ class BaxoClient:
             return  # a non-JSON 200 is success for a write (decision 10)
         if isinstance(document, dict) and "error" in document:
             raise self._api_error(operation, response, str(document["error"]))
+
+
+def _root_cause(error: BaseException) -> str:
+    """The innermost reason of a requests failure, e.g. ``[Errno 111] Connection refused``.
+
+    requests wraps the socket error three times over (ConnectionError ->
+    MaxRetryError -> NewConnectionError -> OSError), and the wrappers' texts
+    repeat the URL and object addresses before the reason; cutting that text
+    to a length used to cut away the one part that says what went wrong.
+    """
+    seen: set[int] = set()
+    current = error
+    while id(current) not in seen:
+        seen.add(id(current))
+        inner = (
+            getattr(current, "reason", None)  # urllib3's MaxRetryError and ProtocolError
+            or current.__cause__
+            or current.__context__
+            or next((arg for arg in current.args if isinstance(arg, BaseException)), None)
+        )
+        if not isinstance(inner, BaseException):
+            break
+        current = inner
+    if isinstance(current, OSError) and current.strerror:
+        return f"[Errno {current.errno}] {current.strerror}"
+    return f"{type(current).__name__}: {current}" if str(current) else type(current).__name__
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

@@ -31,7 +31,7 @@ import structlog
 from baxo_mqtt import __version__
 from baxo_mqtt.baxo.client import BaxoClient
 from baxo_mqtt.bridge.catalog import Filters
-from baxo_mqtt.bridge.commands import WriteRules, decode_set
+from baxo_mqtt.bridge.commands import ValueRule, WriteRules, decode_set, value_rule_for
 from baxo_mqtt.bridge.directory import WriteDirectory
 from baxo_mqtt.bridge.events import Output
 from baxo_mqtt.bridge.fanout import Fanout
@@ -39,6 +39,7 @@ from baxo_mqtt.bridge.messages import IncomingMessage
 from baxo_mqtt.bridge.mqtt import MqttLink, Subscription
 from baxo_mqtt.bridge.poller import REFRESH_DELAY_S, Poller, PollOptions
 from baxo_mqtt.bridge.requests import BridgeRequests, HourlyCount, JsonValue, RequestActions
+from baxo_mqtt.bridge.tagmeta import TagMetadata
 from baxo_mqtt.bridge.topics import TopicScheme
 from baxo_mqtt.bridge.writer import Writer
 from baxo_mqtt.errors import ConfigError, MqttUnavailableError
@@ -49,6 +50,7 @@ from baxo_mqtt.outputs.homeassistant_config import HomeAssistantOptions
 from baxo_mqtt.outputs.inventory import InventoryOptions, InventoryOutput
 from baxo_mqtt.outputs.plain import PlainOptions, PlainTopics
 from baxo_mqtt.settings import Settings, tag_metadata_from
+from baxo_mqtt.state import StateDirectory, resolve_state_dir
 from baxo_mqtt.systemd import SystemdNotifier
 
 log = structlog.get_logger(__name__)
@@ -84,16 +86,19 @@ def poll_options_from(settings: Settings) -> PollOptions:
     )
 
 
-def plain_options_from(settings: Settings) -> PlainOptions:
+def plain_options_from(settings: Settings, metadata: TagMetadata) -> PlainOptions:
     return PlainOptions(
         payload=settings.publish.payload,
         device_state=settings.publish.device_state,
         retain=settings.mqtt.retain,
         interval_s=settings.poll.interval_s,
+        metadata=metadata,
     )
 
 
-def homeassistant_options_from(settings: Settings, rules: WriteRules) -> HomeAssistantOptions:
+def homeassistant_options_from(
+    settings: Settings, rules: WriteRules, metadata: TagMetadata
+) -> HomeAssistantOptions:
     ha = settings.homeassistant
     return HomeAssistantOptions(
         base_topic=settings.mqtt.base_topic,
@@ -101,8 +106,22 @@ def homeassistant_options_from(settings: Settings, rules: WriteRules) -> HomeAss
         payload=settings.publish.payload,
         expire_after_s=ha.expire_after_s,
         writes=rules,
-        tags=tag_metadata_from(settings),
+        tags=metadata,
     )
+
+
+def open_state_directory(settings: Settings) -> StateDirectory | None:
+    """The state directory, locked, when a feature keeps state; else None, untouched.
+
+    A directory in use by another bridge, or one that cannot be written, is
+    a ``ConfigError``: the process exits 2 before connecting anywhere.
+    """
+    if not settings.uses_state_directory:
+        return None
+    directory = resolve_state_dir(settings.state.dir)
+    state = StateDirectory.open(directory, settings.mqtt.effective_client_id)
+    log.info("state directory in use", path=str(state.path))
+    return state
 
 
 class Bridge:
@@ -119,6 +138,8 @@ class Bridge:
         self.client = BaxoClient(settings.baxo, on_request=self._observe_api)
         self._ready_sent = False
         self._fatal: ConfigError | None = None
+        self.metadata = tag_metadata_from(settings)
+        self.state = open_state_directory(settings)
         # Replaced whole by the poll thread, read by paho's thread: see bridge/directory.py.
         self._directory = WriteDirectory()
         write = settings.write
@@ -146,7 +167,7 @@ class Bridge:
         self.homeassistant: HomeAssistantDiscovery | None = None
         if settings.homeassistant.enabled:
             self.homeassistant = HomeAssistantDiscovery(
-                homeassistant_options_from(settings, self.rules),
+                homeassistant_options_from(settings, self.rules, self.metadata),
                 self._publish,
                 lambda: self.poller.request_snapshot(HomeAssistantDiscovery.name),
             )
@@ -193,7 +214,7 @@ class Bridge:
         if self.homeassistant is not None:  # before the plain topics: configs before values
             outputs.append(self.homeassistant)
         if self.settings.publish.enabled:
-            options = plain_options_from(self.settings)
+            options = plain_options_from(self.settings, self.metadata)
             outputs.append(PlainTopics(self.scheme, options, self.link.publish))
         outputs.append(
             InventoryOutput(InventoryOptions(self.scheme.base, self.rules), self._publish)
@@ -217,7 +238,14 @@ class Bridge:
         elif self.homeassistant is not None and self.homeassistant.wants(message.topic):
             self.homeassistant.on_message(message)
         else:
-            self.writer.submit(decode_set(message, self.scheme, self.rules, self._directory))
+            command = decode_set(
+                message, self.scheme, self.rules, self._directory, self._value_rule
+            )
+            self.writer.submit(command)
+
+    def _value_rule(self, tag: str) -> ValueRule | None:
+        meta = self.metadata.for_tag(tag)
+        return value_rule_for(meta.type, meta.min, meta.max)
 
     # --- what bridge requests read and do --------------------------------------
 
@@ -323,7 +351,9 @@ class Bridge:
         self.health.stopping = True
         self.notifier.stopping()
         self.writer.stop(timeout_s=WRITER_STOP_S)
-        self.fanout.close()
+        self.fanout.close()  # outputs record their last progress in the state directory
+        if self.state is not None:
+            self.state.close()
         self.link.close()
         if self.metrics_server is not None:
             self.metrics_server.stop()

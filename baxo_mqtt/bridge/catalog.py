@@ -91,12 +91,48 @@ class Catalog:
             if key[0] == contract_id and entry.device.is_active
         ]
 
+    def batches(self, size: int) -> list[tuple[str, tuple[str, ...]]]:
+        """Every contract's active devices, ``size`` at a time: one realtime request each."""
+        batches: list[tuple[str, tuple[str, ...]]] = []
+        for contract_id in self.contracts:
+            active = self.active_devices(contract_id)
+            batches.extend(
+                (contract_id, tuple(active[i : i + size])) for i in range(0, len(active), size)
+            )
+        return batches
+
     # The Directory protocol of bridge.commands (the /set path).
     def contract_for_segment(self, segment: str) -> str | None:
         return self.contract_by_segment.get(segment)
 
     def device_for_segment(self, contract_id: str, segment: str) -> str | None:
         return self.device_by_segment.get((contract_id, segment))
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogChanges:
+    """What a new catalog changed: devices gone, and devices new or listed anew.
+
+    A device whose topic changed (renamed, with ``topic_names = "name"``) is
+    gone under its old topic and new under the new one.
+    """
+
+    gone: list[DeviceEntry]
+    listed: list[tuple[DeviceEntry, DeviceEntry | None]]  # (entry, its previous listing)
+
+
+def changes_between(previous: Catalog, current: Catalog) -> CatalogChanges:
+    gone = [
+        old
+        for key, old in previous.entries.items()
+        if key not in current.entries or current.entries[key].topic != old.topic
+    ]
+    listed: list[tuple[DeviceEntry, DeviceEntry | None]] = []
+    for key, entry in current.entries.items():
+        old = previous.entries.get(key)
+        if old != entry:
+            listed.append((entry, old if old is not None and old.topic == entry.topic else None))
+    return CatalogChanges(gone, listed)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,14 @@ becomes a ``Rejection`` whose reason names that rule, so a user reading
 6. it holds a value                                       (empty, bad_json)
 7. the contract, device and tag are known                 (unknown_*)
 8. the tag is outside ``write.deny`` and inside ``write.allow``  (denied, not_allowed)
+9. a numeric tag gets a number within its bounds    (not_a_number, not_an_integer,
+                                                     below_min, above_max)
+
+Rules 3 and 7-9 do not depend on the topic: ``check_tag_write`` checks them
+given ids, and every path that writes to the API (``/set``, ``baxo-mqtt
+write``, Sparkplug DCMD) goes through it, so a rule can never hold on one
+path and not on another. It repeats rules 3-6 on the value text too, for
+callers that never had a payload.
 
 Payload forms. A payload whose text is a JSON object is a request
 ``{"value": …, "id": …}``: ``value`` is required and may be a string (kept as
@@ -32,7 +40,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Literal, Protocol, TypeAlias
@@ -55,6 +64,10 @@ RejectionKind = Literal[
     "unknown_tag",
     "denied",
     "not_allowed",
+    "not_a_number",
+    "not_an_integer",
+    "below_min",
+    "above_max",
 ]
 
 
@@ -68,8 +81,47 @@ class WriteRules:
     max_payload_bytes: int = 256
 
 
-class Directory(Protocol):
-    """What discovery and polling have seen, looked up by topic level text.
+@dataclass(frozen=True, slots=True)
+class ValueRule:
+    """What a tag's ``[[tags]]`` metadata says about the values it may take.
+
+    The caller builds it from the tag's metadata (``value_rule_for``); None
+    means any text. ``numeric``: the value must be a finite number;
+    ``integer``: a whole one; ``min``/``max``: inclusive bounds, which make
+    the tag numeric by themselves.
+    """
+
+    numeric: bool = False
+    min: float | None = None
+    max: float | None = None
+    integer: bool = False
+
+
+def value_rule_for(
+    tag_type: str, minimum: float | None = None, maximum: float | None = None
+) -> ValueRule | None:
+    """The rule for a ``[[tags]]`` table's ``type``, ``min`` and ``max``; None: no rule."""
+    integer = tag_type == "int"
+    numeric = integer or tag_type == "double" or minimum is not None or maximum is not None
+    if not numeric:
+        return None
+    return ValueRule(numeric=True, min=minimum, max=maximum, integer=integer)
+
+
+class IdDirectory(Protocol):
+    """What discovery and polling have seen, looked up by id."""
+
+    def knows_contract(self, contract_id: str) -> bool: ...
+
+    def knows_device(self, contract_id: str, device_id: str) -> bool: ...
+
+    def knows_tag(self, contract_id: str, device_id: str, tag: str) -> bool:
+        """True when the tag was among the device's realtime values."""
+        ...
+
+
+class Directory(IdDirectory, Protocol):
+    """An ``IdDirectory`` that also resolves topic levels.
 
     Segments are the unescaped level texts: ids, or with
     ``topic_names = "name"`` contract references and device names.
@@ -79,14 +131,14 @@ class Directory(Protocol):
 
     def device_for_segment(self, contract_id: str, segment: str) -> str | None: ...
 
-    def knows_tag(self, contract_id: str, device_id: str, tag: str) -> bool:
-        """True when the tag was among the device's realtime values."""
-        ...
-
 
 @dataclass(frozen=True, slots=True)
 class StaticDirectory:
-    """A ``Directory`` over plain mappings, rebuilt whenever discovery changes."""
+    """A ``Directory`` over plain mappings, rebuilt whenever discovery changes.
+
+    ``contracts`` maps a segment to a contract id, ``devices`` (contract id,
+    segment) to a device id; ids are known when some segment maps to them.
+    """
 
     contracts: Mapping[str, str] = field(default_factory=dict)
     devices: Mapping[tuple[str, str], str] = field(default_factory=dict)
@@ -97,6 +149,14 @@ class StaticDirectory:
 
     def device_for_segment(self, contract_id: str, segment: str) -> str | None:
         return self.devices.get((contract_id, segment))
+
+    def knows_contract(self, contract_id: str) -> bool:
+        return contract_id in self.contracts.values()
+
+    def knows_device(self, contract_id: str, device_id: str) -> bool:
+        return any(
+            key[0] == contract_id and value == device_id for key, value in self.devices.items()
+        )
 
     def knows_tag(self, contract_id: str, device_id: str, tag: str) -> bool:
         return tag in self.tags.get((contract_id, device_id), frozenset())
@@ -143,6 +203,14 @@ class Rejection:
     request_id: JsonValue
     reply: Reply | None
     kind: RejectionKind
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A write that breaks a rule: which one (``kind``) and the user-facing ``reason``."""
+
+    kind: RejectionKind
+    reason: str
 
 
 def result_payload(ok: bool, value: str | None, error: str | None, request_id: JsonValue) -> bytes:
@@ -282,12 +350,106 @@ def _first_matching(tag: str, patterns: tuple[str, ...]) -> str | None:
     return next((pattern for pattern in patterns if fnmatchcase(tag, pattern)), None)
 
 
+_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+
+
+def _value_refusal(tag: str, value: str, rule: ValueRule) -> Refusal | None:
+    where = (
+        "([[tags]] min/max)" if rule.min is not None or rule.max is not None else "([[tags]] type)"
+    )
+    # Plain decimal notation only: float() would also take "1_000", "inf" and
+    # "nan", which an instrument's parser need not read the same way.
+    number = float(value) if _DECIMAL.fullmatch(value.strip()) else math.nan
+    if not math.isfinite(number):
+        return Refusal("not_a_number", f"value {value!r} of tag {tag} is not a number {where}")
+    if rule.integer and not number.is_integer():
+        return Refusal(
+            "not_an_integer", f"value {value!r} of tag {tag} is not a whole number ([[tags]] type)"
+        )
+    if rule.min is not None and number < rule.min:
+        return Refusal(
+            "below_min",
+            f"value {value} of tag {tag} is below its minimum {rule.min:g} ([[tags]] min)",
+        )
+    if rule.max is not None and number > rule.max:
+        return Refusal(
+            "above_max",
+            f"value {value} of tag {tag} is above its maximum {rule.max:g} ([[tags]] max)",
+        )
+    return None
+
+
+def _text_refusal(value: str, max_bytes: int) -> Refusal | None:
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        return Refusal("not_utf8", "value is not UTF-8 text (it holds an unpaired surrogate)")
+    if size > max_bytes:
+        return Refusal("too_large", f"value is {size} bytes, over the {max_bytes}-byte limit")
+    if not value.strip():
+        return Refusal("empty", "value is empty")
+    return None
+
+
+# A flat list of guard clauses mirrors the rule order of the module docstring;
+# the positional signature is the one every write path (/set, the write
+# command, Sparkplug DCMD) was built against.
+def check_tag_write(  # noqa: PLR0911, PLR0917
+    contract_id: str,
+    device_id: str,
+    tag: str,
+    value: str,
+    rules: WriteRules,
+    directory: IdDirectory,
+    value_rule: ValueRule | None = None,
+) -> Refusal | None:
+    """The first rule writing ``value`` to the tag breaks, or None when every one holds.
+
+    The rules that do not depend on how the write arrived (module docstring,
+    rules 3 to 9), given ids rather than topic levels.
+    """
+    if not rules.enabled:
+        return Refusal("disabled", "writes are disabled (write.enabled = false)")
+    text_refusal = _text_refusal(value, rules.max_payload_bytes)
+    if text_refusal is not None:
+        return text_refusal
+    if not directory.knows_contract(contract_id):
+        return Refusal("unknown_contract", f"unknown contract {contract_id}")
+    if not directory.knows_device(contract_id, device_id):
+        return Refusal("unknown_device", f"unknown device {device_id} in contract {contract_id}")
+    if not directory.knows_tag(contract_id, device_id, tag):
+        return Refusal(
+            "unknown_tag",
+            f"unknown tag {tag} on device {device_id}: not among its realtime values",
+        )
+    denied_by = _first_matching(tag, rules.deny)
+    if denied_by is not None:
+        return Refusal("denied", f"tag {tag} matches write.deny ({denied_by})")
+    if _first_matching(tag, rules.allow) is None:
+        hint = " (write.allow is empty: writes are opt-in)" if not rules.allow else ""
+        return Refusal("not_allowed", f"tag {tag} is not in write.allow{hint}")
+    if value_rule is not None and value_rule.numeric:
+        return _value_refusal(tag, value, value_rule)
+    return None
+
+
+ValueRules = Callable[[str], "ValueRule | None"]
+
+
 # A flat list of guard clauses mirrors the rule order of the module docstring;
 # splitting it up would hide that order, hence the many returns.
 def decode_set(  # noqa: PLR0911
-    message: IncomingMessage, scheme: TopicScheme, rules: WriteRules, directory: Directory
+    message: IncomingMessage,
+    scheme: TopicScheme,
+    rules: WriteRules,
+    directory: Directory,
+    value_rules: ValueRules | None = None,
 ) -> WriteCommand | Rejection:
-    """Check ``message`` against every write rule, in the order of the module docstring."""
+    """Check ``message`` against every write rule, in the order of the module docstring.
+
+    ``value_rules`` gives a tag's ``ValueRule`` (from its ``[[tags]]``
+    metadata) by tag reference; without it no tag has one.
+    """
     # Read first so that every rejection can echo the value and id it carried;
     # the size limit inside keeps this cheap whatever arrives.
     request = _read_payload(message.payload, rules.max_payload_bytes)
@@ -317,6 +479,7 @@ def decode_set(  # noqa: PLR0911
     if isinstance(request, _Unreadable):
         return reject(request.kind, request.reason, reply)
 
+    # Segments that resolve to nothing are reported as the user wrote them.
     contract_id = directory.contract_for_segment(target.contract)
     if contract_id is None:
         return reject("unknown_contract", f"unknown contract {target.contract}", reply)
@@ -325,18 +488,12 @@ def decode_set(  # noqa: PLR0911
         return reject(
             "unknown_device", f"unknown device {target.device} in contract {target.contract}", reply
         )
-    if not directory.knows_tag(contract_id, device_id, target.tag):
-        return reject(
-            "unknown_tag",
-            f"unknown tag {target.tag} on device {target.device}: not among its realtime values",
-            reply,
-        )
-    denied_by = _first_matching(target.tag, rules.deny)
-    if denied_by is not None:
-        return reject("denied", f"tag {target.tag} matches write.deny ({denied_by})", reply)
-    if _first_matching(target.tag, rules.allow) is None:
-        hint = " (write.allow is empty: writes are opt-in)" if not rules.allow else ""
-        return reject("not_allowed", f"tag {target.tag} is not in write.allow{hint}", reply)
+    value_rule = value_rules(target.tag) if value_rules is not None else None
+    refusal = check_tag_write(
+        contract_id, device_id, target.tag, request.value, rules, directory, value_rule
+    )
+    if refusal is not None:
+        return reject(refusal.kind, refusal.reason, reply)
     return WriteCommand(
         contract_id, device_id, target.tag, request.value, request.request_id, reply
     )

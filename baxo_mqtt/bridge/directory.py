@@ -39,6 +39,10 @@ class WriteDirectory:
     def device_for_segment(self, contract_id: str, segment: str) -> str | None:
         return self.devices_by_segment.get((contract_id, segment))
 
+    def knows_contract(self, contract_id: str) -> bool:
+        # A handful of contracts per account: a scan costs less than a second index.
+        return contract_id in self.contracts_by_segment.values()
+
     def knows_device(self, contract_id: str, device_id: str) -> bool:
         return (contract_id, device_id) in self.tags
 

@@ -31,7 +31,14 @@ import structlog
 
 from baxo_mqtt.baxo.models import Contract, Device, Reading
 from baxo_mqtt.bridge.backoff import Backoff
-from baxo_mqtt.bridge.catalog import Catalog, DeviceEntry, Filters, TopicNames, build_catalog
+from baxo_mqtt.bridge.catalog import (
+    Catalog,
+    DeviceEntry,
+    Filters,
+    TopicNames,
+    build_catalog,
+    changes_between,
+)
 from baxo_mqtt.bridge.directory import WriteDirectory
 from baxo_mqtt.bridge.events import (
     AvailabilityChanged,
@@ -236,26 +243,19 @@ class Poller:
                     structlog.contextvars.unbind_contextvars("contract")
         build = build_catalog(listing, self._filters, self._options.topic_names, self._scheme)
         self._discovered = True
-        previous, self.catalog = self.catalog, build.catalog
-        changed = False
-        for key, gone in previous.entries.items():
-            new = build.catalog.entries.get(key)
-            if new is None or new.topic != gone.topic:
-                tags = self.store.remove_device(*key)
-                self._sink.emit(DeviceGone(gone, tuple(tags)))
-                log.info("device gone", contract=key[0], device=key[1])
-                changed = True
-        for key, entry in build.catalog.entries.items():
-            old = previous.entries.get(key)
-            if old == entry:
-                continue
-            changed = True
-            known = old if old is not None and old.topic == entry.topic else None
-            self._sink.emit(DeviceListed(entry, known))
+        changes = changes_between(self.catalog, build.catalog)
+        self.catalog = build.catalog
+        for gone in changes.gone:
+            tags = self.store.remove_device(gone.contract.id, gone.device.id)
+            self._sink.emit(DeviceGone(gone, tuple(tags)))
+            log.info("device gone", contract=gone.contract.id, device=gone.device.id)
+        for entry, previous in changes.listed:
+            self._sink.emit(DeviceListed(entry, previous))
             if not entry.device.is_active:
                 self._set_availability(entry, online=False)
         self._publish_directory(force=True)
         self._update_counts()
+        changed = bool(changes.gone or changes.listed)
         self._sink.emit(DiscoveryDone(self.catalog, changed, self.store.tag_count))
         log.info(
             "discovery done",
@@ -267,14 +267,7 @@ class Poller:
     # --- polling ----------------------------------------------------------------
 
     def _batches(self) -> list[Batch]:
-        size = self._options.batch_size
-        batches: list[Batch] = []
-        for contract_id in self.catalog.contracts:
-            active = self.catalog.active_devices(contract_id)
-            batches.extend(
-                Batch(contract_id, tuple(active[i : i + size])) for i in range(0, len(active), size)
-            )
-        return batches
+        return [Batch(*batch) for batch in self.catalog.batches(self._options.batch_size)]
 
     def poll_cycle(self) -> None:
         started = self._clock()

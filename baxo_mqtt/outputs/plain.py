@@ -34,6 +34,7 @@ from baxo_mqtt.bridge.events import (
     TagsGone,
 )
 from baxo_mqtt.bridge.payloads import (
+    NO_METADATA,
     PayloadForm,
     bridge_info_payload,
     device_info_payload,
@@ -41,6 +42,7 @@ from baxo_mqtt.bridge.payloads import (
     tag_payload,
 )
 from baxo_mqtt.bridge.store import StoredValue
+from baxo_mqtt.bridge.tagmeta import TagMetadata
 from baxo_mqtt.bridge.topics import TopicScheme
 from baxo_mqtt.outputs.publishing import Publish
 
@@ -53,6 +55,7 @@ class PlainOptions:
     device_state: bool
     retain: bool
     interval_s: float  # told to consumers in bridge/info
+    metadata: TagMetadata = NO_METADATA  # [[tags]]: typed JSON values and units
 
 
 class PlainTopics:
@@ -102,6 +105,7 @@ class PlainTopics:
         retry = self._retry
         form = self._options.payload
         retain = self._options.retain
+        metadata = self._options.metadata
         device_topic = event.entry.topic
         tag_of = self._scheme.tag_of
         for _device_id, tag, value, timestamp, is_event in event.changes:
@@ -109,14 +113,15 @@ class PlainTopics:
             payload = (
                 value.encode()
                 if form == "value"
-                else tag_payload((value, timestamp, is_event), form)
+                else tag_payload(tag, (value, timestamp, is_event), form, metadata)
             )
             if not publish(topic, payload, retain):
                 retry[topic] = (payload, retain)
             elif retry:
                 retry.pop(topic, None)
         if self._options.device_state:
-            self._send(device_topic, device_state_payload(event.values, form), retain)
+            state = device_state_payload(event.values, form, metadata)
+            self._send(device_topic, state, retain)
 
     # --- everything else ----------------------------------------------------------
 
@@ -161,6 +166,7 @@ class PlainTopics:
         self._retry.clear()  # all of it is sent now
         form = self._options.payload
         retain = self._options.retain
+        metadata = self._options.metadata
         catalog = snapshot.catalog
         count = 0
         for key, entry in catalog.entries.items():
@@ -172,9 +178,10 @@ class PlainTopics:
                 self._availability(entry, online)
             values: Mapping[str, StoredValue] = snapshot.values.device_values(*key)
             for tag, stored in values.items():
-                self._send(self._scheme.tag_of(topic, tag), tag_payload(stored, form), retain)
+                payload = tag_payload(tag, stored, form, metadata)
+                self._send(self._scheme.tag_of(topic, tag), payload, retain)
             count += len(values)
             if values and self._options.device_state:
-                self._send(topic, device_state_payload(values, form), retain)
+                self._send(topic, device_state_payload(values, form, metadata), retain)
         self._bridge_info(len(catalog.contracts), len(catalog.entries), count)
         log.info("republished every topic after connecting", values=count)

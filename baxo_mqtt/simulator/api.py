@@ -1,7 +1,8 @@
 """The BAXO API of docs/baxo-api.md as a pure function: parameters in, an answer out.
 
 ``ApiCall`` answers one request to ``/k1`` from a ``Fleet``; ``http.py`` puts it
-on the network and ``control.py`` adds the faults. Nothing here does I/O.
+on the network, with the faults ``control.py`` describes. Nothing here does I/O
+but logging a simulator bug.
 
 Parameters come from the query string and from an
 ``application/x-www-form-urlencoded`` body, the body winning for a name given

@@ -555,7 +555,7 @@ class Fleet:
         """The device does not upload its samples from ``start`` to ``end`` (BAXO time,
         inclusive) until ``upload_backlog``: history skips them, and realtime shows
         the newest sample outside the range. Written and reported values are never
-        withheld."""
+        withheld. (When every read is a sample, only history skips them.)"""
         if start > end:
             raise ValueError("start is after end")
         with self._lock:
@@ -573,10 +573,10 @@ class Fleet:
             start = min(first for first, _ in withheld)
             end = max(last for _, last in withheld)
             timetable, last_sent = self._history_timetable(entry, now)
-            appeared = 0
-            for tag in entry.tags.values():
-                for hidden in ([], withheld):
-                    pieces = series(
+
+            def rows(tag: _Tag, hidden: list[tuple[int, int]]) -> int:
+                return count(
+                    series(
                         timetable,
                         start,
                         end,
@@ -584,8 +584,9 @@ class Fleet:
                         changes=tag.changes,
                         withheld=hidden,
                     )
-                    appeared += count(pieces) if not hidden else -count(pieces)
-            return appeared
+                )
+
+            return sum(rows(tag, []) - rows(tag, withheld) for tag in entry.tags.values())
 
     def _change_locked(self, tag: _Tag, change: Change) -> None:
         add_change(tag.changes, change)

@@ -41,7 +41,7 @@ def test_a_value_dropped_while_the_broker_stalls_arrives_after_it_recovers(
     # A short wait for room, so that the stall is reached in seconds (the
     # daemon waits MAX_PUBLISH_WAIT_S = 30 s before dropping).
     monkeypatch.setattr(mqtt, "MAX_PUBLISH_WAIT_S", 1.0)
-    sim = make_simulator(devices=100, tags=25, value_period_s=0.4)  # 2,500 changes a cycle
+    sim = make_simulator(devices=100, tags=25, value_period_s=1)  # 2,500 changes a second
     bridge = start_bridge(config_for(sim, poll={"interval_s": 0.3}))
     contract, device = first_device(sim)
     watcher = Watcher(broker.port, "baxo/#")

@@ -86,27 +86,6 @@ def test_history_to_csv_end_to_end(tmp_path: Path, simulator: SimulatorServer) -
     assert "61" in result.stderr
 
 
-def test_write_sets_a_value_the_next_read_returns(
-    tmp_path: Path, simulator: SimulatorServer
-) -> None:
-    contract, device = first_device(simulator)
-    result = baxo_mqtt(
-        "write",
-        "-c",
-        api_config(tmp_path, simulator),
-        "--contract",
-        contract,
-        "--device",
-        device,
-        "--tag",
-        "TAG_2",
-        "--value",
-        "19.5",
-    )
-    assert result.returncode == 0, result.stderr
-    assert [(w.tag, w.value) for w in simulator.fleet.writes] == [("TAG_2", "19.5")]
-
-
 def test_an_api_failure_is_one_clear_line_and_exit_1(
     tmp_path: Path, simulator: SimulatorServer
 ) -> None:

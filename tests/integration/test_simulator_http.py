@@ -1,4 +1,4 @@
-"""The simulator over real loopback HTTP: operations, encodings, login, paging, faults, log."""
+"""The simulator over real loopback HTTP: operations, encodings, login, paging, connections."""
 
 from __future__ import annotations
 
@@ -8,25 +8,24 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import pairwise
 from typing import Any
 
 import pytest
 import requests
-from hypothesis import given
-from hypothesis import strategies as st
 
-from baxo_mqtt.baxo.models import parse_history, parse_realtime
+from baxo_mqtt.baxo.models import BAXO_EPOCH_UNIX, parse_history, parse_realtime
 from baxo_mqtt.simulator import Fleet, SimulatorServer
-from baxo_mqtt.simulator.api import merge_params, parse_list
 from tests.support.clock import NOON, FakeClock
-
-USER = "demo@example.com"
-PASSWORD = "s3cret-pw"
-TIMEOUT_S = 5
+from tests.support.simhttp import (
+    PASSWORD,
+    TIMEOUT_S,
+    USER,
+    Account,
+    call,
+)
 
 
 @pytest.fixture
@@ -51,46 +50,10 @@ def session() -> Iterator[requests.Session]:
         yield http
 
 
-@dataclass(frozen=True)
-class Account:
-    """The first contract of the fleet and its device ids, in API order."""
-
-    contract: str
-    devices: list[str]
-
-
 @pytest.fixture
 def account(fleet: Fleet) -> Account:
     contract_id = fleet.contracts()[0].id
     return Account(contract_id, [device.id for device in fleet.devices(contract_id)])
-
-
-def call(
-    session: requests.Session,
-    url: str,
-    method: str = "POST",
-    password: str | None = PASSWORD,
-    **params: Any,
-) -> requests.Response:
-    """One API call. POST sends everything in the body. GET sends everything but the
-    password in the query, after a POST carrying the password has opened the day:
-    a password in a URL is exactly what clients must not do."""
-    params["username"] = USER
-    if method == "POST":
-        if password is not None:
-            params["password"] = password
-        return session.post(url, data=params, timeout=TIMEOUT_S)
-    if password is not None:
-        session.post(
-            url,
-            data={"get": "contracts", "username": USER, "password": password},
-            timeout=TIMEOUT_S,
-        )
-    return session.get(url, params=params, timeout=TIMEOUT_S)
-
-
-def control_url(simulator: SimulatorServer, route: str) -> str:
-    return simulator.url.removesuffix("/k1") + "/_sim/" + route
 
 
 # --- operations -------------------------------------------------------------------
@@ -308,6 +271,58 @@ def test_history_paging_follows_next_without_credentials_in_it(
     assert all(page.status_code == 200 for page in pages)
 
 
+def test_history_over_http_is_what_a_staggered_fleet_transmitted(
+    session: requests.Session,
+) -> None:
+    clock = FakeClock(NOON + 1000.5)
+    fleet = Fleet.generate(
+        devices=8,
+        tags=2,
+        seed=6,
+        password=PASSWORD,
+        clock=clock,
+        log_period_s=60,
+        transmit_period_s=600,
+        staggered=True,
+    )
+    contract_id = fleet.contracts()[0].id
+    devices = [device.id for device in fleet.devices(contract_id)]
+    baxo_now = int(clock.now) - BAXO_EPOCH_UNIX
+    with SimulatorServer(fleet) as simulator:
+        live = call(
+            session,
+            simulator.url,
+            get="devices-realtimes",
+            contractId=contract_id,
+            deviceIdentifiers=",".join(devices),
+        )
+        history = call(
+            session,
+            simulator.url,
+            get="devices-historics",
+            contractId=contract_id,
+            deviceIdentifiers=",".join(devices),
+            startTime=baxo_now - 3600,
+            endTime=baxo_now + 3600,
+        )
+
+    newest = {
+        (log["deviceIdentifiant"], log["tagReference"]): (log["timestamp"], log["value"])
+        for log in live.json()["logs"]
+    }
+    series = {
+        (entry["deviceIdentifier"], entry["tagReference"]): entry["logs"]
+        for entry in history.json()["historics"]
+    }
+    assert set(series) == set(newest)
+    for key, logs in series.items():
+        assert (logs[-1]["timestamp"], logs[-1]["value"]) == newest[key]
+        steps = {b["timestamp"] - a["timestamp"] for a, b in pairwise(logs)}
+        assert steps == {60}
+    assert len({timestamp for timestamp, _ in newest.values()}) > 2, "each device its own moment"
+    assert all(baxo_now - timestamp < 660 for timestamp, _ in newest.values())
+
+
 def test_a_write_answers_ok_and_changes_the_next_realtime_read(
     simulator: SimulatorServer,
     session: requests.Session,
@@ -491,275 +506,6 @@ def test_bad_credentials_get_the_documented_401_body(
     assert (response.status_code, response.json()) == (401, {"error": "authentication failed"})
 
 
-# --- faults ---------------------------------------------------------------------
-
-
-def test_error_rate_one_answers_500(simulator: SimulatorServer, session: requests.Session) -> None:
-    simulator.faults.error_rate = 1.0
-
-    response = call(session, simulator.url, get="contracts")
-
-    assert response.status_code == 500
-    assert "error" in response.json()
-
-
-def test_error_rate_is_a_reproducible_fraction(fleet: Fleet, session: requests.Session) -> None:
-    def statuses() -> list[int]:
-        with SimulatorServer(fleet, fault_seed=9) as simulator:
-            simulator.faults.error_rate = 0.5
-            return [call(session, simulator.url, get="contracts").status_code for _ in range(40)]
-
-    first, second = statuses(), statuses()
-
-    assert first == second
-    assert 5 <= first.count(500) <= 35
-    assert set(first) == {200, 500}
-
-
-def test_latency_delays_every_answer(simulator: SimulatorServer, session: requests.Session) -> None:
-    simulator.faults.latency_s = 0.3
-
-    started = time.monotonic()
-    response = call(session, simulator.url, get="contracts")
-
-    assert response.status_code == 200
-    assert time.monotonic() - started >= 0.3
-
-
-def test_malformed_rate_one_answers_200_with_invalid_json(
-    simulator: SimulatorServer, session: requests.Session
-) -> None:
-    simulator.faults.malformed_rate = 1.0
-
-    response = call(session, simulator.url, get="contracts")
-
-    assert response.status_code == 200
-    assert response.text.startswith('{"contracts":')
-    with pytest.raises(json.JSONDecodeError):
-        json.loads(response.text)
-
-
-def test_auth_failure_refuses_even_the_right_password(
-    simulator: SimulatorServer, session: requests.Session
-) -> None:
-    simulator.faults.auth_failure = True
-
-    response = call(session, simulator.url, get="contracts")
-
-    assert (response.status_code, response.json()) == (401, {"error": "authentication failed"})
-
-
-def test_api_disabled_answers_403_with_its_reason(
-    simulator: SimulatorServer, session: requests.Session
-) -> None:
-    simulator.faults.api_disabled = True
-
-    response = call(session, simulator.url, get="contracts")
-
-    assert response.status_code == 403
-    assert response.json() == {"error": "API access is not enabled for this account"}
-
-
-def test_rate_limit_answers_429_with_whole_seconds_to_wait(
-    simulator: SimulatorServer, session: requests.Session
-) -> None:
-    simulator.faults.rate_limit_s = 2.5
-
-    limited = call(session, simulator.url, get="contracts")
-    simulator.faults.rate_limit_s = None
-    after = call(session, simulator.url, get="contracts")
-
-    assert (limited.status_code, limited.headers["Retry-After"]) == (429, "3")
-    assert after.status_code == 200
-
-
-def test_write_failure_answers_500_and_changes_nothing(
-    simulator: SimulatorServer,
-    session: requests.Session,
-    account: Account,
-    fleet: Fleet,
-) -> None:
-    simulator.faults.write_failure = True
-    before = fleet.realtime(account.contract, [account.devices[0]], tags=["TAG_1"])
-
-    response = call(
-        session,
-        simulator.url,
-        get="devices-tags-write",
-        contractId=account.contract,
-        deviceId=account.devices[0],
-        tagRef="TAG_1",
-        value="9",
-    )
-
-    assert response.status_code == 500
-    assert fleet.writes == []
-    assert fleet.realtime(account.contract, [account.devices[0]], tags=["TAG_1"]) == before
-
-
-# --- the request log -----------------------------------------------------------------
-
-
-def test_the_log_records_operations_and_masks_the_password(
-    simulator: SimulatorServer, session: requests.Session, account: Account
-) -> None:
-    call(session, simulator.url, get="devices", contractId=account.contract)
-    session.get(
-        simulator.url,
-        params={"get": "contracts", "username": USER, "password": PASSWORD},
-        timeout=TIMEOUT_S,
-    )
-
-    in_body, in_url = simulator.requests
-
-    assert (in_body.method, in_body.operation, in_body.status) == ("POST", "devices", 200)
-    assert in_body.params["password"] == ["***"]
-    assert in_body.params["contractId"] == [account.contract]
-    assert not in_body.password_in_url
-    assert in_url.password_in_url
-    assert in_url.params["password"] == ["***"]
-    assert PASSWORD not in repr(in_body.params) + repr(in_url.params)
-
-
-def test_wait_for_requests_returns_matches_or_times_out(
-    simulator: SimulatorServer, session: requests.Session
-) -> None:
-    call(session, simulator.url, get="contracts")
-    call(session, simulator.url, get="nothing")
-
-    bad = simulator.wait_for_requests(lambda r: r.status == 400, timeout=TIMEOUT_S)
-    with pytest.raises(TimeoutError, match="1 of 2"):
-        simulator.wait_for_requests(lambda r: r.operation == "contracts", timeout=0.2, count=2)
-
-    assert [request.operation for request in bad] == ["nothing"]
-
-
-def test_clear_requests_empties_the_log(
-    simulator: SimulatorServer, session: requests.Session
-) -> None:
-    call(session, simulator.url, get="contracts")
-
-    simulator.clear_requests()
-
-    assert simulator.requests == []
-
-
-# --- control endpoints -----------------------------------------------------------------
-
-
-def test_control_requests_lists_filters_and_clears(
-    simulator: SimulatorServer, session: requests.Session, account: Account
-) -> None:
-    call(session, simulator.url, get="contracts")
-    call(session, simulator.url, get="devices", contractId=account.contract)
-
-    everything = session.get(control_url(simulator, "requests"), timeout=TIMEOUT_S).json()
-    devices_only = session.get(
-        control_url(simulator, "requests"), params={"operation": "devices"}, timeout=TIMEOUT_S
-    ).json()
-    cleared = session.delete(control_url(simulator, "requests"), timeout=TIMEOUT_S)
-
-    assert [r["operation"] for r in everything] == ["contracts", "devices"]
-    assert [r["params"]["contractId"] for r in devices_only] == [[account.contract]]
-    assert devices_only[0]["params"]["password"] == ["***"]
-    assert cleared.status_code == 200
-    assert simulator.requests == []
-
-
-def test_control_faults_reads_and_changes_the_knobs(
-    simulator: SimulatorServer, session: requests.Session
-) -> None:
-    changed = session.put(
-        control_url(simulator, "faults"),
-        json={"error_rate": 1, "rate_limit_s": None, "write_failure": True},
-        timeout=TIMEOUT_S,
-    )
-    refused = session.put(
-        control_url(simulator, "faults"), json={"error_rate": 2}, timeout=TIMEOUT_S
-    )
-    unknown = session.put(control_url(simulator, "faults"), json={"chaos": 1}, timeout=TIMEOUT_S)
-    current = session.get(control_url(simulator, "faults"), timeout=TIMEOUT_S).json()
-
-    assert changed.status_code == 200
-    assert (refused.status_code, unknown.status_code) == (400, 400)
-    assert "unknown fault 'chaos'" in unknown.json()["error"]
-    assert current["error_rate"] == 1.0
-    assert current["write_failure"] is True
-    assert simulator.faults.error_rate == 1.0
-
-
-def test_control_value_and_status_change_what_the_api_answers(
-    simulator: SimulatorServer, session: requests.Session, account: Account
-) -> None:
-    target = {"contract": account.contract, "device": account.devices[0]}
-    set_value = session.put(
-        control_url(simulator, "value"), json={**target, "tag": "TAG_1", "value": "77"}, timeout=5
-    )
-    set_status = session.put(
-        control_url(simulator, "status"), json={**target, "status": 1}, timeout=5
-    )
-    unknown = session.put(
-        control_url(simulator, "value"), json={**target, "tag": "NOPE", "value": "1"}, timeout=5
-    )
-
-    read = call(
-        session,
-        simulator.url,
-        get="devices-realtimes",
-        contractId=account.contract,
-        deviceId=account.devices[0],
-        tagReferences="TAG_1",
-    )
-    device = call(
-        session,
-        simulator.url,
-        get="device",
-        contractId=account.contract,
-        deviceId=account.devices[0],
-    )
-
-    assert (set_value.status_code, set_status.status_code, unknown.status_code) == (200, 200, 404)
-    assert read.json()["logs"][0]["value"] == "77"
-    assert device.json()["device"]["status"] == 1
-
-
-def test_control_writes_lists_the_writes_received(
-    simulator: SimulatorServer, session: requests.Session, account: Account
-) -> None:
-    call(
-        session,
-        simulator.url,
-        get="devices-tags-write",
-        contractId=account.contract,
-        deviceId=account.devices[0],
-        tagRef="TAG_3",
-        value="on",
-    )
-
-    writes = session.get(control_url(simulator, "writes"), timeout=TIMEOUT_S).json()
-
-    assert writes == [
-        {
-            "contract": account.contract,
-            "device": account.devices[0],
-            "tag": "TAG_3",
-            "value": "on",
-            "at": NOON,
-        }
-    ]
-
-
-def test_control_endpoints_are_neither_faulted_nor_logged(
-    simulator: SimulatorServer, session: requests.Session
-) -> None:
-    simulator.faults.error_rate = 1.0
-
-    response = session.get(control_url(simulator, "faults"), timeout=TIMEOUT_S)
-
-    assert response.status_code == 200
-    assert simulator.requests == []
-
-
 # --- HTTP behaviour ---------------------------------------------------------------------
 
 
@@ -857,38 +603,6 @@ def test_a_stopped_simulator_refuses_connections_and_restarts_on_the_same_port(
         simulator.stop()
 
 
-# --- pure helpers of the server ------------------------------------------------------------
-
-item = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters=","), min_size=1
-).filter(lambda text: text == text.strip() and not text.startswith("["))
-
-
-@given(st.lists(item, min_size=1, max_size=8))
-def test_parse_list_reads_comma_separated_items(items: list[str]) -> None:
-    assert parse_list([",".join(items)]) == items
-
-
-@given(st.lists(st.text(min_size=1), min_size=2, max_size=8))
-def test_parse_list_reads_repeated_parameters(items: list[str]) -> None:
-    assert parse_list(items) == items
-
-
-@given(st.lists(st.text(), max_size=8))
-def test_parse_list_reads_json_arrays(items: list[str]) -> None:
-    assert parse_list([json.dumps(items)]) == items
-
-
-def test_parse_list_reads_json_numbers_as_their_text() -> None:
-    assert parse_list(["[14587, 3219875446]"]) == ["14587", "3219875446"]
-
-
-def test_merge_params_lets_the_body_win() -> None:
-    merged = merge_params("get=devices&contractId=a&offset=5", "contractId=b&password=p")
-
-    assert merged == {"get": ["devices"], "contractId": ["b"], "offset": ["5"], "password": ["p"]}
-
-
 # --- the command ------------------------------------------------------------------------
 
 
@@ -926,4 +640,41 @@ def test_serve_prints_its_url_answers_and_exits_0_on_sigterm() -> None:
     assert line.rstrip().endswith("1 contracts, 5 devices, 4 tags")
     assert "(user demo@example.com, password demo)" in line
     assert response.status_code == 200
+    assert exit_code == 0
+
+
+@pytest.mark.slow
+def test_the_command_takes_the_log_and_transmit_periods() -> None:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "baxo_mqtt",
+            "simulator",
+            "--port",
+            "0",
+            "--log-period",
+            "30",
+            "--transmit-period",
+            "300",
+            "--staggered",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        process.send_signal(signal.SIGTERM)
+        exit_code = process.wait(timeout=TIMEOUT_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=TIMEOUT_S)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+    assert "a sample every 30 s, sent every 300 s" in line
     assert exit_code == 0

@@ -7,6 +7,7 @@ with the reason, where no engine can run (tests/support/docker_engine.py).
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import os
@@ -193,3 +194,55 @@ def test_the_state_volume_is_writable_and_outlives_the_container(
     read = "import pathlib; print(pathlib.Path('/var/lib/baxo-mqtt/marker').read_text())"
     second = containers.run(mount, "--entrypoint=python3", image, "-c", read, detach=False)
     assert second == "10001:10001"
+
+
+# Run inside the container: the state directory as the bridge opens it, from an
+# empty state.dir (so through $STATE_DIRECTORY), saving or loading one namespace.
+_STATE_SCRIPT = """
+import json, sys
+from baxo_mqtt.state import StateDirectory, resolve_state_dir
+directory = resolve_state_dir("")
+state = StateDirectory.open(directory, "bridge-in-docker")
+if sys.argv[1] == "save":
+    state.save("sparkplug", {"bdSeq": 7}, delete=[])
+    print(directory)
+else:
+    print(json.dumps(state.load("sparkplug")))
+state.close()
+"""
+
+
+def test_the_state_database_outlives_a_container_replacement(
+    image: str, containers: Containers
+) -> None:
+    if importlib.util.find_spec("baxo_mqtt.state") is None:
+        pytest.skip("baxo_mqtt.state (the state directory) is not in this tree")
+    mount = f"--volume={containers.volume()}:{STATE_DIR}"
+    run = (mount, "--entrypoint=python3", image, "-c", _STATE_SCRIPT)
+    assert containers.run(*run, "save", detach=False) == STATE_DIR
+    docker("rm", containers.made[-1])
+    assert json.loads(containers.run(*run, "load", detach=False)) == {"bdSeq": 7}
+
+
+_HOLD_SCRIPT = """
+import sys
+from baxo_mqtt.state import StateDirectory, resolve_state_dir
+state = StateDirectory.open(resolve_state_dir(""), "first-bridge")
+print("holding", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_two_containers_cannot_share_a_state_volume(image: str, containers: Containers) -> None:
+    if importlib.util.find_spec("baxo_mqtt.state") is None:
+        pytest.skip("baxo_mqtt.state (the state directory) is not in this tree")
+    mount = f"--volume={containers.volume()}:{STATE_DIR}"
+    # --interactive keeps stdin open, so the first holds the lock until removed.
+    holder = containers.run(
+        "--interactive", mount, "--entrypoint=python3", image, "-c", _HOLD_SCRIPT
+    )
+    wait_until(lambda: "holding" in docker("logs", holder).stdout, 30, "the first to hold the lock")
+    load = ["--rm", "--network=host", mount, "--entrypoint=python3", image, "-c", _STATE_SCRIPT]
+    second = docker("run", *load, "load", check=False)
+    assert second.returncode != 0
+    assert "in use by another running bridge (client id first-bridge)" in second.stderr

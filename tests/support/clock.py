@@ -1,4 +1,4 @@
-"""A clock that moves only when a test says so (for the simulator's fleet too)."""
+"""A clock that moves only when a test moves it (Unix time, for the fleet and the poller)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ NOON = datetime(2024, 5, 24, 12, 0, 0, tzinfo=UTC).timestamp()
 
 
 class FakeClock:
-    """Unix time that changes only when a test sets or adds to ``now``."""
+    """Unix time that changes only when a test sets ``now`` or calls ``advance``."""
 
     def __init__(self, now: float = NOON) -> None:
         self.now = now

@@ -12,13 +12,17 @@ from hypothesis import strategies as st
 from baxo_mqtt.bridge.commands import (
     Directory,
     JsonValue,
+    Refusal,
     Rejection,
     Reply,
     StaticDirectory,
+    ValueRule,
     WriteCommand,
     WriteRules,
+    check_tag_write,
     decode_set,
     result_payload,
+    value_rule_for,
 )
 from baxo_mqtt.bridge.messages import IncomingMessage
 from baxo_mqtt.bridge.topics import TopicScheme
@@ -409,3 +413,190 @@ def test_any_json_id_comes_back_on_the_outcome(request_id: JsonValue, value: str
     rules = WriteRules(enabled=True, allow=("*",), deny=(), max_payload_bytes=100_000)
     outcome = decode(payload, rules=rules)
     assert outcome.request_id == request_id
+
+
+# --- the rules given ids (check_tag_write) ----------------------------------
+
+BOUNDED = ValueRule(numeric=True, min=-50.0, max=150.0)
+
+
+def check(
+    value: str = "21.5",
+    tag: str = "SETPOINT",
+    *,
+    contract_id: str = "c-1",
+    device_id: str = "14587",
+    rules: WriteRules = RULES,
+    value_rule: ValueRule | None = None,
+) -> Refusal | None:
+    return check_tag_write(contract_id, device_id, tag, value, rules, DIRECTORY, value_rule)
+
+
+def test_a_write_that_holds_every_rule_is_not_refused() -> None:
+    assert check() is None
+    assert check("150", value_rule=BOUNDED) is None
+    assert check("-50", value_rule=BOUNDED) is None
+
+
+@pytest.mark.parametrize(
+    ("call", "kind", "reason"),
+    [
+        (
+            {"rules": WriteRules(enabled=False, allow=("*",), deny=())},
+            "disabled",
+            "writes are disabled (write.enabled = false)",
+        ),
+        ({"contract_id": "Ref/A"}, "unknown_contract", "unknown contract Ref/A"),
+        ({"device_id": "$pump"}, "unknown_device", "unknown device $pump in contract c-1"),
+        (
+            {"tag": "NOPE"},
+            "unknown_tag",
+            "unknown tag NOPE on device 14587: not among its realtime values",
+        ),
+        ({"tag": "LOCKED"}, "denied", "tag LOCKED matches write.deny (LOCKED)"),
+        ({"tag": "TAG_1"}, "not_allowed", "tag TAG_1 is not in write.allow"),
+        ({"value": "  "}, "empty", "value is empty"),
+        ({"value": "9" * 257}, "too_large", "value is 257 bytes, over the 256-byte limit"),
+        (
+            {"value": "\ud800"},
+            "not_utf8",
+            "value is not UTF-8 text (it holds an unpaired surrogate)",
+        ),
+        (
+            {"value": "warm", "value_rule": BOUNDED},
+            "not_a_number",
+            "value 'warm' of tag SETPOINT is not a number ([[tags]] min/max)",
+        ),
+        (
+            {"value": "nan", "value_rule": ValueRule(numeric=True)},
+            "not_a_number",
+            "value 'nan' of tag SETPOINT is not a number ([[tags]] type)",
+        ),
+        (
+            {"value": "150.5", "value_rule": BOUNDED},
+            "above_max",
+            "value 150.5 of tag SETPOINT is above its maximum 150 ([[tags]] max)",
+        ),
+        (
+            {"value": "-51", "value_rule": BOUNDED},
+            "below_min",
+            "value -51 of tag SETPOINT is below its minimum -50 ([[tags]] min)",
+        ),
+        (
+            {"value": "2.5", "value_rule": ValueRule(numeric=True, integer=True)},
+            "not_an_integer",
+            "value '2.5' of tag SETPOINT is not a whole number ([[tags]] type)",
+        ),
+    ],
+)
+def test_check_tag_write_names_the_rule_it_refuses_by(
+    call: dict[str, object], kind: str, reason: str
+) -> None:
+    assert check(**call) == Refusal(kind, reason)  # type: ignore[arg-type]
+
+
+def test_ids_are_checked_not_topic_segments() -> None:
+    # "Ref/A" is the segment of contract c-2 and "$pump" of device 900.
+    assert check("1", "A/B", contract_id="c-2", device_id="900") is None
+
+
+@pytest.mark.parametrize("value", ["1_000", "inf", "-Infinity", "0x10", "1e999", "\u0661", ""])
+def test_a_numeric_tag_takes_only_plain_finite_decimals(value: str) -> None:
+    refusal = check(value or "1 2", value_rule=ValueRule(numeric=True))
+    assert refusal is not None and refusal.kind == "not_a_number"
+
+
+@pytest.mark.parametrize("value", ["21", "+3", "-0.5", ".5", "5.", "1e2", " 7 "])
+def test_a_numeric_tag_takes_decimal_notations(value: str) -> None:
+    assert check(value, value_rule=BOUNDED) is None
+
+
+def test_the_bounds_are_checked_after_the_allow_list() -> None:
+    refusal = check("999", "TAG_1", value_rule=BOUNDED)
+    assert refusal is not None and refusal.kind == "not_allowed"
+
+
+@pytest.mark.parametrize(
+    ("tag_type", "minimum", "maximum", "rule"),
+    [
+        ("auto", None, None, None),
+        ("string", None, None, None),
+        ("bool", None, None, None),
+        ("double", None, None, ValueRule(numeric=True)),
+        ("int", 0.0, None, ValueRule(numeric=True, min=0.0, integer=True)),
+        ("auto", None, 10.0, ValueRule(numeric=True, max=10.0)),
+    ],
+)
+def test_value_rule_for_follows_the_tags_table(
+    tag_type: str, minimum: float | None, maximum: float | None, rule: ValueRule | None
+) -> None:
+    assert value_rule_for(tag_type, minimum, maximum) == rule
+
+
+def test_decode_set_applies_the_value_rule_of_its_tag() -> None:
+    message = IncomingMessage(SETPOINT_TOPIC, b'{"value": 200, "id": 3}', False, None, None)
+    outcome = decode_set(message, SCHEME, RULES, DIRECTORY, {"SETPOINT": BOUNDED}.get)
+    assert isinstance(outcome, Rejection)
+    assert (outcome.kind, outcome.value, outcome.request_id) == ("above_max", "200", 3)
+    assert outcome.reason == "value 200 of tag SETPOINT is above its maximum 150 ([[tags]] max)"
+    assert outcome.reply == Reply(f"{SETPOINT_TOPIC}/result")
+
+
+def test_a_tag_without_a_value_rule_takes_any_text() -> None:
+    message = IncomingMessage(SETPOINT_TOPIC, b"warm", False, None, None)
+    outcome = decode_set(message, SCHEME, RULES, DIRECTORY, {"A/B": BOUNDED}.get)
+    assert isinstance(outcome, WriteCommand) and outcome.value == "warm"
+
+
+def test_decode_set_and_check_tag_write_agree_on_every_id_rule() -> None:
+    for tag in ("SETPOINT", "TAG_1", "LOCKED", "NOPE", "A/B", "it's"):
+        topic = f"baxo/c-1/14587/{tag.replace('/', '%2F')}/set"
+        outcome = decode(b"5", topic)
+        refusal = check("5", tag)
+        if refusal is None:
+            assert isinstance(outcome, WriteCommand)
+        else:
+            assert isinstance(outcome, Rejection)
+            assert (outcome.kind, outcome.reason) == (refusal.kind, refusal.reason)
+
+
+@given(
+    contract_id=st.sampled_from(["c-1", "c-2", "Ref/A", ""]) | st.text(max_size=5),
+    device_id=st.sampled_from(["14587", "900", "$pump"]) | st.text(max_size=5),
+    tag=st.sampled_from(["SETPOINT", "A/B", "LOCKED", "TAG_1"]) | st.text(max_size=5),
+    value=st.text(max_size=300) | st.floats().map(repr),
+    bounded=st.booleans(),
+)
+def test_check_tag_write_never_raises_and_passes_only_known_allowed_bounded_writes(
+    contract_id: str, device_id: str, tag: str, value: str, bounded: bool
+) -> None:
+    rule = BOUNDED if bounded else None
+    refusal = check(value, tag, contract_id=contract_id, device_id=device_id, value_rule=rule)
+    if refusal is None:
+        assert DIRECTORY.knows_tag(contract_id, device_id, tag)
+        assert tag in {"SETPOINT", "A/B", "it's"} and tag != "LOCKED"
+        assert value.strip() and len(value.encode()) <= 256
+        if bounded:
+            assert -50 <= float(value) <= 150
+    else:
+        assert refusal.reason
+
+
+@given(
+    topic=topics,
+    payload=st.binary(max_size=300),
+    retained=st.booleans(),
+    bounded=st.booleans(),
+)
+def test_any_bytes_on_any_topic_pass_only_within_the_bounds(
+    topic: str, payload: bytes, retained: bool, bounded: bool
+) -> None:
+    message = IncomingMessage(topic, payload, retained, None, None)
+    value_rules = {"SETPOINT": BOUNDED}.get if bounded else None
+    outcome = decode_set(message, SCHEME, RULES, DIRECTORY, value_rules)
+    if isinstance(outcome, WriteCommand):
+        assert not retained
+        if bounded and outcome.tag == "SETPOINT":
+            assert -50 <= float(outcome.value) <= 150
+    else:
+        assert outcome.reason

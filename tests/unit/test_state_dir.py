@@ -159,8 +159,12 @@ def test_a_directory_that_cannot_be_created_is_a_config_error(tmp_path: Path) ->
         StateDirectory.open(blocker, "bridge-a")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere; the process test covers it")
 def test_a_read_only_directory_is_a_config_error(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        # Root writes through file modes; sysfs refuses new files to everyone.
+        with pytest.raises(ConfigError, match="cannot write"):
+            StateDirectory.open(Path("/sys/kernel"), "bridge-a")
+        return
     directory = tmp_path / "state"
     directory.mkdir(mode=0o500)
     try:
