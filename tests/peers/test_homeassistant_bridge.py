@@ -8,6 +8,8 @@ to the simulator's API.
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -92,4 +94,47 @@ def test_every_simulated_device_and_tag_appears_and_a_number_writes_to_the_api(
         return None if state is None else str(state["state"])
 
     wait_until(lambda: number_state() == "42.5", WAIT_S, "the new value back in Home Assistant")
+    assert homeassistant.mqtt_complaints() == []
+
+
+def sim_control(sim: SimulatorServer, path: str, body: dict[str, object]) -> None:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{sim.port}/_sim/{path}",
+        data=json.dumps(body).encode(),
+        method="PUT",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310 (a test URL)
+        assert answer.status == 200
+
+
+def test_a_tag_turning_to_text_on_the_api_reaches_home_assistant_without_an_error(
+    homeassistant: HomeAssistant,
+    make_simulator: MakeSimulator,
+    config_for: ConfigFor,
+    start_daemon: Callable[[Path], DaemonProcess],
+) -> None:
+    sim: SimulatorServer = make_simulator(devices=1, tags=1, value_period_s=3600)
+    config = config_for(sim, homeassistant={"enabled": True})
+    config.write_text(config.read_text() + TAGS_TABLE)
+    start_daemon(config)
+    contract = sim.fleet.contracts()[0]
+    device = sim.fleet.devices(contract.id)[0]
+    name = f"{device.name} TAG_1"
+
+    def sensor(predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+        found = mqtt_entities(homeassistant, "sensor").get(name)
+        return found if found is not None and predicate(found) else None
+
+    wait_until(
+        lambda: sensor(lambda s: s["attributes"].get("state_class") == "measurement"),
+        WAIT_S,
+        "the numeric sensor",
+    )
+    sim_control(
+        sim, "value", {"contract": contract.id, "device": device.id, "tag": "TAG_1", "value": "ERR"}
+    )
+    shown = wait_until(lambda: sensor(lambda s: s["state"] == "ERR"), WAIT_S, "the text state")
+    assert "unit_of_measurement" not in shown["attributes"]
+    assert "state_class" not in shown["attributes"]
     assert homeassistant.mqtt_complaints() == []
