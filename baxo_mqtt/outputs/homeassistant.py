@@ -53,6 +53,7 @@ from baxo_mqtt.outputs.homeassistant_config import (
     HomeAssistantOptions,
     is_numeric,
     node_prefix,
+    object_id,
 )
 from baxo_mqtt.outputs.publishing import Publish
 
@@ -233,7 +234,7 @@ class HomeAssistantDiscovery:
             keep = {config.topic for config in configs}
             # A number that became text (or back) leaves its old component.
             for component in ("number", "text"):
-                topic = self._configs.config_topic(component, node, _object(configs))
+                topic = self._configs.config_topic(component, node, object_id(tag))
                 if topic not in keep and topic in self._announced:
                     self._clear(topic)
             self._send(configs)
@@ -244,9 +245,8 @@ class HomeAssistantDiscovery:
         node = self._configs.node_of(entry)
         for tag in tags:
             shapes.pop(tag, None)
-            configs = self._configs.tag(entry, tag, numeric=False)
             for component in ("sensor", "number", "text"):
-                topic = self._configs.config_topic(component, node, _object(configs))
+                topic = self._configs.config_topic(component, node, object_id(tag))
                 if topic in self._announced or topic in self._unsent:
                     self._clear(topic)
 
@@ -308,11 +308,6 @@ class HomeAssistantDiscovery:
                 self._put(topic, payload)
             else:
                 self._clear(topic)
-
-
-def _object(configs: list[Config]) -> str:
-    """The object id shared by every config of one tag (the sensor comes first)."""
-    return configs[0].topic.split("/")[-2]
 
 
 def _is_ours(payload: bytes) -> bool:
