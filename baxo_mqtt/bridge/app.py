@@ -216,9 +216,9 @@ class Bridge:
         if self.settings.publish.enabled:
             options = plain_options_from(self.settings, self.metadata)
             outputs.append(PlainTopics(self.scheme, options, self.link.publish))
-        outputs.append(
-            InventoryOutput(InventoryOptions(self.scheme.base, self.rules), self._publish)
-        )
+            # Like bridge/info, one of the plain topics.
+            inventory = InventoryOptions(self.scheme.base, self.rules)
+            outputs.append(InventoryOutput(inventory, self._publish))
         return outputs
 
     # --- callbacks from other threads ------------------------------------------
