@@ -31,7 +31,14 @@ import structlog
 from baxo_mqtt import __version__
 from baxo_mqtt.baxo.client import BaxoClient
 from baxo_mqtt.bridge.catalog import Filters
-from baxo_mqtt.bridge.commands import ValueRule, WriteRules, decode_set, value_rule_for
+from baxo_mqtt.bridge.commands import (
+    ValueRule,
+    WriteCommand,
+    WriteRules,
+    check_tag_write,
+    decode_set,
+    value_rule_for,
+)
 from baxo_mqtt.bridge.directory import WriteDirectory
 from baxo_mqtt.bridge.events import Output
 from baxo_mqtt.bridge.fanout import Fanout
@@ -49,6 +56,9 @@ from baxo_mqtt.outputs.homeassistant import HomeAssistantDiscovery
 from baxo_mqtt.outputs.homeassistant_config import HomeAssistantOptions
 from baxo_mqtt.outputs.inventory import InventoryOptions, InventoryOutput
 from baxo_mqtt.outputs.plain import PlainOptions, PlainTopics
+from baxo_mqtt.outputs.sparkplug.naming import device_names
+from baxo_mqtt.outputs.sparkplug.options import BrokerOptions, SparkplugOptions
+from baxo_mqtt.outputs.sparkplug.output import SparkplugOutput
 from baxo_mqtt.settings import Settings, tag_metadata_from
 from baxo_mqtt.state import StateDirectory, resolve_state_dir
 from baxo_mqtt.systemd import SystemdNotifier
@@ -107,6 +117,30 @@ def homeassistant_options_from(
         expire_after_s=ha.expire_after_s,
         writes=rules,
         tags=metadata,
+    )
+
+
+def sparkplug_options_from(settings: Settings) -> SparkplugOptions:
+    s, m = settings.sparkplug, settings.mqtt
+    return SparkplugOptions(
+        group_id=s.group_id,
+        edge_node_id=settings.sparkplug_edge_node_id,
+        device_id=s.device_id,
+        primary_host_id=s.primary_host_id,
+        datatype_in_data=s.datatype_in_data,
+        broker=BrokerOptions(
+            host=m.host,
+            port=m.port,
+            client_id=f"{m.effective_client_id}-spb",
+            username=m.username,
+            password=m.password.get_secret_value(),
+            keepalive_s=m.keepalive_s,
+            tls=m.tls,
+            ca_file=m.ca_file,
+            cert_file=m.cert_file,
+            key_file=m.key_file,
+            tls_insecure=m.tls_insecure,
+        ),
     )
 
 
@@ -219,7 +253,22 @@ class Bridge:
             # Like bridge/info, one of the plain topics.
             inventory = InventoryOptions(self.scheme.base, self.rules)
             outputs.append(InventoryOutput(inventory, self._publish))
+        if self.settings.sparkplug.enabled and self.state is not None:
+            outputs.append(self._sparkplug(self.state))
         return outputs
+
+    def _sparkplug(self, state: StateDirectory) -> SparkplugOutput:
+        metrics = self.metrics
+        return SparkplugOutput(
+            sparkplug_options_from(self.settings),
+            self.metadata,
+            state,
+            submit_write=self.submit_write,
+            request_snapshot=lambda: self.poller.request_snapshot(SparkplugOutput.name),
+            count_message=lambda kind: metrics.sparkplug_messages.labels(kind).inc(),
+            count_rebirth=metrics.sparkplug_rebirths.inc,
+            count_rejected_write=lambda: metrics.writes.labels("rejected").inc(),
+        )
 
     # --- callbacks from other threads ------------------------------------------
 
@@ -242,6 +291,35 @@ class Bridge:
                 message, self.scheme, self.rules, self._directory, self._value_rule
             )
             self.writer.submit(command)
+
+    def submit_write(self, contract_id: str, device_id: str, tag: str, value: str) -> str | None:
+        """A write from another path than /set (Sparkplug DCMD), under the same rules.
+
+        None when it was queued; else the reason it was refused (logged and
+        counted here, no API call).
+        """
+        refusal = check_tag_write(
+            contract_id,
+            device_id,
+            tag,
+            value,
+            self.rules,
+            self._directory,
+            self._value_rule(tag),
+        )
+        if refusal is not None:
+            self.metrics.writes.labels("rejected").inc()
+            log.info(
+                "write refused",
+                contract=contract_id,
+                device=device_id,
+                tag=tag,
+                kind=refusal.kind,
+                reason=refusal.reason,
+            )
+            return refusal.reason
+        self.writer.submit(WriteCommand(contract_id, device_id, tag, value, None, None))
+        return None
 
     def _value_rule(self, tag: str) -> ValueRule | None:
         meta = self.metadata.for_tag(tag)
@@ -341,11 +419,21 @@ class Bridge:
         """The poll thread: the first discovery, then the loop until stopped."""
         try:
             self.poller.start_discovery()
+            self._check_sparkplug_names()
         except ConfigError as error:
             self._fatal = error
             self.stop_event.set()
             return
         self.poller.run(self.stop_event)
+
+    def _check_sparkplug_names(self) -> None:
+        """Two devices with one Sparkplug name are refused at start, like a topic clash."""
+        if not self.settings.sparkplug.enabled:
+            return
+        template = self.settings.sparkplug.device_id
+        _, problems = device_names(template, self.poller.catalog.entries.values())
+        if problems:
+            raise ConfigError(problems)
 
     def _shutdown(self, code: int) -> int:
         self.health.stopping = True

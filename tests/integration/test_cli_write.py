@@ -138,3 +138,29 @@ def test_an_unknown_contract_is_refused_before_any_write(
     assert result.returncode == 2
     assert "refused (unknown_contract): unknown contract nope" in result.stderr
     assert sim.fleet.writes == []
+
+
+@pytest.mark.parametrize(
+    ("value", "refusal"),
+    [
+        ("10.5", "refused (above_max): value 10.5 of tag TAG_2 is above its maximum 10"),
+        ("-1", "refused (below_min): value -1 of tag TAG_2 is below its minimum 0"),
+        ("warm", "refused (not_a_number): value 'warm' of tag TAG_2 is not a number"),
+    ],
+)
+def test_the_bounds_of_a_tags_table_hold_on_the_command_line(
+    tmp_path: Path, sim: Any, value: str, refusal: str
+) -> None:
+    config = tmp_path / "bounded.toml"
+    config.write_text(
+        f'[baxo]\nbase_url = "{sim.url}"\nusername = "demo@example.com"\npassword = "demo"\n'
+        '[write]\nallow = ["TAG_*"]\n'
+        '[[tags]]\nmatch = ["TAG_2"]\nmin = 0.0\nmax = 10.0\n'
+    )
+    contract, device = first_device(sim)
+    ids = ("--contract", contract, "--device", device, "--tag", "TAG_2")
+    result = run_write(config, *ids, "--value", value)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"baxo-mqtt write: {refusal}")
+    assert run_write(config, *ids, "--value", "10").returncode == 0
+    assert [(w.tag, w.value) for w in sim.fleet.writes] == [("TAG_2", "10")]

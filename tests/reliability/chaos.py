@@ -10,9 +10,11 @@ Exit 0 when every scenario kept its promises, 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
 from tests.reliability.scenarios import CI, FULL, SCENARIOS, run
 
@@ -27,7 +29,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
     scale = FULL if args.scale == "full" else CI
+    # Stopped by SIGTERM or Ctrl-C (even when started in the background, where
+    # SIGINT is ignored), the run unwinds and stops the processes it started.
+    signal.signal(signal.SIGTERM, _unwind)
+    signal.signal(signal.SIGINT, _unwind)
     return run(args.names or list(SCENARIOS), scale, sys.stdout, args.workdir)
+
+
+def _unwind(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ restarts refilled, an API failing half its requests survived, any bytes on
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import random
@@ -452,6 +453,18 @@ def set_fuzz(world: Rig, scale: Scale, record: Record) -> None:
 # --- SIGTERM at any moment -----------------------------------------------------------
 
 
+def catches_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` has a handler for SIGTERM (its SigCgt mask in /proc)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next(
+        (line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), "0"
+    )
+    return bool(int(caught, 16) & (1 << (signal.SIGTERM - 1)))
+
+
 def _terminate_and_time(daemon: DaemonProcess) -> tuple[int | None, float]:
     started = time.monotonic()
     daemon.process.send_signal(signal.SIGTERM)
@@ -472,17 +485,24 @@ def sigterm_anytime(world: Rig, scale: Scale, record: Record) -> None:
     exits: list[float] = []
     codes: Counter[str] = Counter()
     not_offline = 0
+    unclean_delays: list[float] = []  # seconds after launch of the signals not exited 0
     for _ in range(scale.sigterm_runs):
         publisher.publish(state_topic, b"", retain=True)  # forget the previous run's state
         publisher.flush()
         mark = watcher.mark()
         daemon = world.start_daemon()
-        # The moment of the signal is the experiment: anywhere from start-up to steady polling.
-        time.sleep(rng.uniform(0.0, 3.0))
+        # The moment of the signal is the experiment: anywhere from start-up to steady
+        # polling, counted from when the process handles SIGTERM (before that it is
+        # still the Python interpreter starting, which no program can answer).
+        wait_until(functools.partial(catches_sigterm, daemon.process.pid), 10, "a handler")
+        delay = rng.uniform(0.0, 3.0)
+        time.sleep(delay)
         code, seconds = _terminate_and_time(daemon)
         daemon.kill()
         exits.append(seconds)
         codes[str(code)] += 1
+        if code != 0:
+            unclean_delays.append(delay)
         states = [m.text for m in watcher.messages[mark:] if m.topic == state_topic and m.payload]
         if "online" in states:
             try:
@@ -496,6 +516,8 @@ def sigterm_anytime(world: Rig, scale: Scale, record: Record) -> None:
     record.figure("runs", scale.sigterm_runs)
     record.figure("exit_0", codes["0"])
     record.figure("exit_max_s", max(exits))
+    if unclean_delays:
+        record.figure("unclean_after_s", f"{min(unclean_delays):.2f}-{max(unclean_delays):.2f}")
     record.figure("not_offline", not_offline)
 
 
