@@ -118,6 +118,19 @@ def test_a_clean_restart_sends_nothing_twice(
         second = start_daemon(config)
         restarted = now_baxo(simulator)
         wait_until(lambda: caught_up(watcher, topics, restarted + STEP), 40, "the second run")
+        answers = Watcher(port, "baxo/bridge/response/health")
+        try:
+            # The lag the health request reports is the stream's: a few steps at most.
+            def lag() -> tuple[float] | None:  # a tuple: a lag of 0 is an answer too
+                answers.publish("baxo/bridge/request/health", "{}")
+                found = answers.wait_for_message("baxo/bridge/response/health", 5)
+                value = json.loads(found.payload)["data"]["history_lag_s"]
+                return (value,) if isinstance(value, int | float) else None
+
+            (seconds,) = wait_until(lag, 20, "a lag in the health answer", poll_s=1)
+            assert 0 <= seconds < 10 * STEP
+        finally:
+            answers.close()
         assert second.terminate() == 0
         for topic, samples in by_topic(watcher).items():
             stamps = [t for t, _ in samples]
