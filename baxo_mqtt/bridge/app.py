@@ -237,6 +237,7 @@ class Bridge:
         )
         self.metrics.count_messages(self.link.counts)
         self.history: HistoryStream | None = None  # set by _outputs when the stream is on
+        self.sparkplug: SparkplugOutput | None = None  # likewise, when the edge node is on
         self.fanout = Fanout(self._outputs())
         self.poller = Poller(
             api=self.client,
@@ -283,6 +284,8 @@ class Bridge:
             source=self.client,
             store=state,
             publish_acked=self.link.publish_acked,
+            scheme=self.scheme,
+            also_to=None if self.sparkplug is None else self.sparkplug.publish_history,
             count_published=self.metrics.history_samples_published.inc,
             count_late=self.metrics.history_late_rows.inc,
             set_lag=self.metrics.history_lag.set,
@@ -291,7 +294,7 @@ class Bridge:
 
     def _sparkplug(self, state: StateDirectory) -> SparkplugOutput:
         metrics = self.metrics
-        return SparkplugOutput(
+        self.sparkplug = SparkplugOutput(
             sparkplug_options_from(self.settings),
             self.metadata,
             state,
@@ -301,6 +304,7 @@ class Bridge:
             count_rebirth=metrics.sparkplug_rebirths.inc,
             count_rejected_write=lambda: metrics.writes.labels("rejected").inc(),
         )
+        return self.sparkplug
 
     # --- callbacks from other threads ------------------------------------------
 

@@ -37,6 +37,7 @@ INFO_LEVEL = "$info"
 AVAILABILITY_LEVEL = "$availability"
 SET_LEVEL = "set"
 RESULT_LEVEL = "result"
+HISTORY_LEVEL = "history"
 
 _NEEDS_ESCAPE = re.compile("[%/+#\x00]")
 _ESCAPES = str.maketrans({"%": "%25", "/": "%2F", "+": "%2B", "#": "%23", "\x00": "%00"})
@@ -154,6 +155,10 @@ class TopicScheme:
         if level is None:
             level = self._tag_levels[tag] = _level(tag, "tag reference")
         return f"{device_topic}/{level}"
+
+    def history_of(self, device_topic: str, tag: str) -> str:
+        """The history stream's topic of a tag: ``<base>/<c>/<d>/<t>/history``."""
+        return f"{self.tag_of(device_topic, tag)}/{HISTORY_LEVEL}"
 
     def info_of(self, device_topic: str) -> str:
         return f"{device_topic}/{INFO_LEVEL}"

@@ -40,7 +40,7 @@ from baxo_mqtt.bridge.events import (
     TagsChanged,
 )
 from baxo_mqtt.bridge.tagmeta import TagMetadata
-from baxo_mqtt.bridge.topics import escape_segment
+from baxo_mqtt.bridge.topics import TopicScheme
 from baxo_mqtt.errors import BaxoError
 from baxo_mqtt.outputs.history_cursors import (
     CursorDecodeError,
@@ -203,6 +203,8 @@ class HistoryStream:
         source: HistorySource,
         store: CursorStore,
         publish_acked: PublishAcked,
+        scheme: TopicScheme,
+        also_to: Callable[[str, str, Sequence[HistoryRow]], None] | None = None,
         count_published: Callable[[float], None] = _ignore,
         count_late: Callable[[float], None] = _ignore,
         set_lag: Callable[[float], None] = _ignore,
@@ -212,6 +214,10 @@ class HistoryStream:
         self._source = source
         self._store = store
         self._publish_acked = publish_acked
+        # Another consumer of the same samples (the Sparkplug node's historical
+        # metrics): it gets each page's published rows, per device, oldest first.
+        self._also_to = also_to
+        self._scheme = scheme
         self._count_published = count_published
         self._count_late = count_late
         self._set_lag = set_lag
@@ -472,6 +478,7 @@ class HistoryStream:
         with self._lock:
             self._delivery = delivery
         late: dict[str, int] = {}
+        published: dict[str, list[HistoryRow]] = {}
         handed = True
         previous: tuple[str, str, int] | None = None
         # Sorted, so each tag's samples go out in increasing time whatever the API's order.
@@ -502,29 +509,39 @@ class HistoryStream:
                     late[device_id] = late.get(device_id, 0) + 1
             if verdict is not Verdict.PUBLISH:
                 continue
-            topic = f"{entry.topic}/{escape_segment(tag)}/history"
+            topic = self._scheme.history_of(entry.topic, tag)
             payload = sample_payload(metadata.for_tag(tag), raw, timestamp, source)
             on_ack = delivery.add(key, timestamp)
             if not self._publish_acked(topic, payload, on_ack):
                 handed = False
                 break
+            published.setdefault(device_id, []).append(row)
             if self._clock() - self._last_commit >= options.commit_interval_s:
                 self._apply(delivery)
                 self._commit()
+        self._after_page(contract_id, late, published)
+        expected = len(delivery.keys) - (0 if handed else 1)
+        acknowledged = delivery.wait_all(expected, options.ack_timeout_s, time.monotonic)
+        self._apply(delivery)
+        return handed and acknowledged and not self._stopping.is_set()
+
+    def _after_page(
+        self, contract_id: str, late: Mapping[str, int], published: Mapping[str, list[HistoryRow]]
+    ) -> None:
+        """Say which rows were too late, and hand the published ones to the other consumer."""
         for device_id, count in late.items():
             log.warning(
                 "history rows too late to publish",
                 contract=contract_id,
                 device=device_id,
                 rows=count,
-                overlap_s=overlap,
+                overlap_s=self._options.overlap_s,
             )
         if late:
             self._count_late(sum(late.values()))
-        expected = len(delivery.keys) - (0 if handed else 1)
-        acknowledged = delivery.wait_all(expected, options.ack_timeout_s, time.monotonic)
-        self._apply(delivery)
-        return handed and acknowledged and not self._stopping.is_set()
+        if self._also_to is not None:
+            for device_id, device_rows in published.items():
+                self._also_to(contract_id, device_id, device_rows)
 
     # --- progress ---------------------------------------------------------------------
 

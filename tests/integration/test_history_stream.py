@@ -154,6 +154,7 @@ def start_stream(setup: Setup, **options: Any) -> Running:
         source=client,
         store=state,
         publish_acked=publisher.publish_acked,
+        scheme=TopicScheme("baxo"),
         count_published=setup.published.append,
         count_late=setup.late.append,
     )

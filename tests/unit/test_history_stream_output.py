@@ -155,6 +155,7 @@ class Rig:
             source=source,
             store=self.state,
             publish_acked=self.broker.publish_acked,
+            scheme=TopicScheme("baxo"),
             count_published=self._published,
             count_late=self._late,
             set_lag=self.counters.lag.append,
@@ -469,3 +470,34 @@ def test_reads_prompted_by_realtime_begin_after_the_newest_sample(
     rig.stream.handle(TagsChanged(entry, [Reading(DEVICE.id, "TEMP", "1", now)], {}))
     wait_until(lambda: len(rig.broker.samples()) == len(source.rows[DEVICE.id]), 10, "the rest")
     assert source.requests[-1][1] == newest + 1  # not the whole overlap again
+
+
+def test_the_published_samples_also_reach_the_other_consumer_per_device(
+    source: FakeHistory, tmp_path: Path
+) -> None:
+    now = baxo_now()
+    source.record(DEVICE.id, ["TEMP"], now - 600, now)
+    handed: list[tuple[str, str, list[int]]] = []
+    broker = FakeBroker()
+    state = StateDirectory.open(tmp_path / "state", "test-client")
+    stream = HistoryStream(
+        HistoryOptions(interval_s=60.0, lookback_s=3600),
+        source=source,
+        store=state,
+        publish_acked=broker.publish_acked,
+        scheme=TopicScheme("baxo"),
+        also_to=lambda c, d, rows: handed.append((c, d, [r.timestamp for r in rows])),
+    )
+    stream.start()
+    try:
+        catalog = catalog_of(DEVICE)
+        for entry in catalog.entries.values():
+            stream.handle(DeviceListed(entry, None))
+        stream.handle(DiscoveryDone(catalog, changed=True))
+        expected = sorted(r.timestamp for r in source.rows[DEVICE.id])
+        wait_until(lambda: sum(len(t) for _, _, t in handed) == len(expected), 10, "handed")
+        assert {(c, d) for c, d, _ in handed} == {(CONTRACT.id, DEVICE.id)}
+        assert [t for _, _, times in handed for t in times] == expected
+    finally:
+        stream.close()
+        state.close()
