@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -148,9 +149,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stop_before_start(signum: int, frame: object) -> None:
+    """SIGTERM or SIGINT before the daemon is up: nothing to undo yet, so exit 0."""
+    raise SystemExit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command: str = args.command
+    if command == "run":
+        # From the first moment on, a stop request is a clean exit, not a death by
+        # signal; once the bridge exists, its own handler takes over (bridge/app.py).
+        signal.signal(signal.SIGTERM, _stop_before_start)
+        signal.signal(signal.SIGINT, _stop_before_start)
     if command == "simulator":
         from baxo_mqtt.simulator.http import serve
 

@@ -183,3 +183,14 @@ def _secret_forms(secrets: Iterable[str]) -> set[str]:
 
 def _unchanged(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     return event_dict
+
+
+def set_level(level: str) -> None:
+    """Change the level of every logger until restart (the ``log_level`` bridge request).
+
+    Only the threshold changes: the format and the secret redaction stay as
+    ``configure_logging`` set them.
+    """
+    threshold = _LEVELS[level.lower()]
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(threshold))
+    logging.getLogger().setLevel(threshold)

@@ -16,6 +16,10 @@ then be exactly the values of each device's last successful read.
 ``publish.device_state`` is off by default so that the bridge publishes the
 same messages as the ceiling (one per tag); ``--device-state`` measures the
 default configuration, which adds one JSON message per device per cycle.
+
+The Sparkplug run is a back-to-back run of the edge node alone:
+``sparkplug.enabled`` with ``publish.enabled = false`` and a fresh state
+directory, and a subscriber on ``spBv1.0/#`` that decodes every payload.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import os
 import re
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -68,7 +73,15 @@ REPORTED_METRICS = (
     "baxo_mqtt_poll_overruns_total",
     "baxo_mqtt_messages_published_total",
     "baxo_mqtt_messages_dropped_total",
+    'baxo_mqtt_sparkplug_messages_total{type="DDATA"}',
+    'baxo_mqtt_sparkplug_messages_total{type="DBIRTH"}',
 )
+
+#: Polls ahead of the cycles delivered, at the end of the window, before it is noted:
+#: one poll in progress and one queued are the normal pipeline, more is a backlog...
+LAG_NOTED_POLLS = 3
+#: ... and only when reads ran this many times faster than delivery.
+LAG_NOTED_RATIO = 1.5
 
 Toml = Mapping[str, Mapping[str, object]]
 
@@ -83,9 +96,14 @@ def bridge_config(
     base_topic: str = "baxo",
     username: str,
     password: str,
+    sparkplug_state_dir: Path | None = None,
 ) -> dict[str, dict[str, object]]:
-    """The configuration file of a benchmark run; everything not set is the default."""
-    return {
+    """The configuration file of a benchmark run; everything not set is the default.
+
+    With ``sparkplug_state_dir``: the Sparkplug edge node alone (no plain
+    topics, so what is measured is the edge node), its state kept there.
+    """
+    config: dict[str, dict[str, object]] = {
         "baxo": {
             "base_url": simulator_url,
             "username": username,
@@ -104,6 +122,11 @@ def bridge_config(
         "metrics": {"enabled": True, "host": "127.0.0.1", "port": metrics_port},
         "log": {"level": "info", "format": "json"},
     }
+    if sparkplug_state_dir is not None:
+        config["publish"] = {"enabled": False, "device_state": device_state}
+        config["sparkplug"] = {"enabled": True}
+        config["state"] = {"dir": str(sparkplug_state_dir)}
+    return config
 
 
 def toml_text(sections: Toml) -> str:
@@ -117,9 +140,33 @@ def toml_text(sections: Toml) -> str:
 
 
 def metric_value(exposition: str, name: str) -> float | None:
-    """The value of an unlabelled sample in Prometheus text format, or None."""
+    """The value of a sample in Prometheus text format, or None.
+
+    ``name`` is as exposed: bare for an unlabelled sample, else with its labels
+    (``baxo_mqtt_sparkplug_messages_total{type="DDATA"}``).
+    """
     match = re.search(rf"^{re.escape(name)}(?:\{{\}})? (\S+)", exposition, re.MULTILINE)
     return float(match.group(1)) if match else None
+
+
+def lag_note(polls: float | None, cycles_delivered: float) -> str | None:
+    """A note when the bridge had read many more cycles than its subscriber had received.
+
+    Reads then outpace the output: what is not sent yet waits in memory, which
+    shows as RSS growth, and the CPU per update also pays for reads ahead.
+    """
+    if (
+        polls is None
+        or polls - cycles_delivered <= LAG_NOTED_POLLS
+        or polls < LAG_NOTED_RATIO * cycles_delivered
+    ):
+        return None
+    return (
+        f"when the window ended the bridge had polled {polls:.0f} times but its subscriber "
+        f"had {cycles_delivered:.1f} cycles: the output lags behind the reads, and what it "
+        "has not sent yet waits in memory (RSS growth) and the CPU of reads ahead is in "
+        "the window"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,9 +251,14 @@ class _BridgeRun:
                 "the harness and the simulator disagree on the fleet"
             )
         simulator.clear_requests()
-        subscriber = Subscriber(context, children, broker_port, BASE_TOPIC, shape.tag_count)
+        sparkplug = spec.kind == "sparkplug"
+        subscriber = Subscriber(
+            context, children, broker_port, BASE_TOPIC, shape.tag_count, sparkplug=sparkplug
+        )
         subscriber.start()
         metrics_port = free_port()
+        # A directory of its own for every run: no bdSeq or alias carried over.
+        state_dir = Path(tempfile.mkdtemp(prefix="state-", dir=workdir)) if sparkplug else None
         config = bridge_config(
             broker_port,
             simulator.url,
@@ -216,6 +268,7 @@ class _BridgeRun:
             base_topic=BASE_TOPIC,
             username=DEFAULT_USERNAME,
             password=DEFAULT_PASSWORD,
+            sparkplug_state_dir=state_dir,
         )
         config_path = workdir / f"bridge-{metrics_port}.toml"
         config_path.write_text(toml_text(config))
@@ -272,6 +325,10 @@ class _BridgeRun:
         stop_s = time.monotonic() - asked
         return _Ending(subscriber.finish(), peak, exit_code, stop_s, metrics)
 
+    def polls(self) -> float | None:
+        """Polls the bridge has finished so far, from its /metrics."""
+        return self._metrics().get("baxo_mqtt_poll_duration_seconds_count")
+
     def _metrics(self) -> dict[str, float]:
         connection = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=10)
         try:
@@ -297,9 +354,11 @@ class _BridgeRun:
             peak_rss_bytes=ending.peak_rss_bytes,
             requests_per_cycle=traffic.requests_per_cycle(self.shape.devices),
             expected_requests_per_cycle=expected_requests_per_cycle(self.shape.devices, BATCH_SIZE),
+            # Idle: values move on the simulator's clock. Sparkplug: its metrics
+            # are counted and their seq followed, not compared with topics.
             values=(
                 check_values(ending.delivery.counts, ending.delivery.last, expected)
-                if self.kind != "idle"
+                if self.kind == "bridge"
                 else None
             ),
             notes=notes,
@@ -314,7 +373,11 @@ class _BridgeRun:
 
 
 def run_bridge(context: SpawnContext, workdir: Path, spec: RunSpec, budget_s: float) -> RunResult:
-    """The bridge polling back to back for ``spec.cycles`` cycles, measured like the ceiling."""
+    """The bridge polling back to back for ``spec.cycles`` cycles, measured like the ceiling.
+
+    Also the Sparkplug run (``spec.kind == "sparkplug"``), whose cycles are
+    devices x tags DDATA metrics decoded at the subscriber.
+    """
     shape = spec.shape
     deadline = time.monotonic() + budget_s
     with Children() as children:
@@ -329,16 +392,21 @@ def run_bridge(context: SpawnContext, workdir: Path, spec: RunSpec, budget_s: fl
                 death=children.death,
                 own_pids=children.pids,
             )
+            polls = run.polls()
+            cycles_delivered = run.subscriber.delivered / shape.tag_count
             ending = run.end()
             outcome = run.outcome(ending)
         except BenchError as error:
             raise run.failure(error) from None
+    lag = lag_note(polls, cycles_delivered)
     return outcome.result(
         spec,
-        notes=[ended_early] if ended_early else [],
+        notes=[note for note in (ended_early, lag) if note],
+        diagnostics={} if polls is None else {"polls_at_window_end": polls},
         latency_s=spec.latency_s,
         cycles_asked=spec.cycles,
         window=measure_window(shape.tag_count, ending.delivery.cycle_marks, samples),
+        sparkplug=ending.delivery.sparkplug,
     )
 
 

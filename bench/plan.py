@@ -5,11 +5,14 @@ Groups (``--only``):
 * ``ceiling``: the raw paho publisher alone, at the main size;
 * ``bridge``: the bridge back to back at the main size, once per API latency;
 * ``rss``: the bridge back to back at 5,000 x 20 (100,000 tags), for memory;
-* ``idle``: the bridge at 200 x 20 polling every 30 s, for the cost of waiting.
+* ``idle``: the bridge at 200 x 20 polling every 30 s, for the cost of waiting;
+* ``sparkplug``: the bridge at the main size as a Sparkplug edge node alone
+  (plain topics off), for metrics/s at a decoding subscriber (issue 11).
 
 Every group but ``idle`` is judged against the ceiling, so asking for any of
 them runs the ceiling too: right before each bridge run, as its neighbour in
-time.
+time. The Sparkplug run is also judged against the plain bridge's CPU, so it
+comes as a trio: ceiling, plain bridge (no API latency), Sparkplug.
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ from typing import Literal
 
 from bench.fleetplan import FleetShape
 
-Group = Literal["ceiling", "bridge", "rss", "idle"]
-GROUPS: tuple[Group, ...] = ("ceiling", "bridge", "rss", "idle")
-RunKind = Literal["ceiling", "bridge", "idle"]
+Group = Literal["ceiling", "bridge", "rss", "idle", "sparkplug"]
+GROUPS: tuple[Group, ...] = ("ceiling", "bridge", "rss", "idle", "sparkplug")
+RunKind = Literal["ceiling", "bridge", "idle", "sparkplug"]
 
 MAIN_SHAPE = FleetShape(devices=1000, tags=20)
 RSS_SHAPE = FleetShape(devices=5000, tags=20)
@@ -63,7 +66,7 @@ class Options:
     def groups(self) -> tuple[Group, ...]:
         if self.only:
             return tuple(group for group in GROUPS if group in self.only)
-        return ("bridge",) if self.quick else ("bridge", "rss", "idle")
+        return ("bridge",) if self.quick else ("bridge", "sparkplug", "rss", "idle")
 
     @property
     def budget(self) -> float:
@@ -90,11 +93,18 @@ class RunSpec:
             return f"ceiling {self.shape.label}"
         if self.kind == "bridge":
             return f"bridge {self.shape.label}, API +{self.latency_s * 1000:g} ms"
+        if self.kind == "sparkplug":
+            return f"sparkplug {self.shape.label}"
         return f"idle {self.shape.label}, every {self.interval_s:g} s"
 
 
 def plan_runs(options: Options) -> list[RunSpec]:
-    """The runs, in the order they are made: each bridge run after its ceiling, idle last."""
+    """The runs, in the order they are made: each bridge run after its ceiling, idle last.
+
+    With ``sparkplug``, the plain bridge without API latency is the Sparkplug
+    run's CPU reference, so each Sparkplug run follows its own ceiling and
+    plain bridge; that pair stands in for the bridge group's own one.
+    """
     main = FleetShape(
         devices=options.devices or MAIN_SHAPE.devices, tags=options.tags or MAIN_SHAPE.tags
     )
@@ -104,24 +114,34 @@ def plan_runs(options: Options) -> list[RunSpec]:
     )
     groups = options.groups
     ceiling = RunSpec("ceiling", main, cycles=cycles)
-    measured: list[RunSpec] = []
+    measured: list[tuple[RunSpec, ...]] = []
+    plain = RunSpec("bridge", main, cycles=cycles, device_state=options.device_state)
+    if "sparkplug" in groups:
+        measured.append((plain, RunSpec("sparkplug", main, cycles=cycles)))
     if "bridge" in groups:
         measured.extend(
-            RunSpec(
-                "bridge", main, cycles=cycles, latency_s=latency, device_state=options.device_state
+            (
+                RunSpec(
+                    "bridge",
+                    main,
+                    cycles=cycles,
+                    latency_s=latency,
+                    device_state=options.device_state,
+                ),
             )
             for latency in latencies
+            if not ("sparkplug" in groups and latency == 0)
         )
     if "rss" in groups:
         measured.append(
-            RunSpec("bridge", RSS_SHAPE, cycles=RSS_CYCLES, device_state=options.device_state)
+            (RunSpec("bridge", RSS_SHAPE, cycles=RSS_CYCLES, device_state=options.device_state),)
         )
     # A ceiling right before every bridge run: the machine's speed drifts by
     # 10-20 % over minutes here, so a ratio is only fair between neighbours.
     runs: list[RunSpec] = []
-    for spec in measured:
+    for specs in measured:
         for _ in range(options.repeat):
-            runs.extend((ceiling, spec))
+            runs.extend((ceiling, *specs))
     if "ceiling" in groups and not runs:
         runs.append(ceiling)
     if "idle" in groups:

@@ -1,4 +1,8 @@
-"""Results, their ratios to the ceiling, the targets of issue 6, and the table.
+"""Results, their ratios to the ceiling, the targets of issues 6 and 11, and the tables.
+
+The Sparkplug run (issue 11) has a table of its own: its rate is set against
+the ceiling's updates/s, but its CPU against the plain bridge's, and it has
+figures the others do not (birth metrics, seq breaks, the largest DBIRTH).
 
 Absolute numbers depend on the machine and on what else runs on it; the
 ratio of the bridge to the raw paho publisher measured minutes apart on the
@@ -12,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bench.plan import RunKind
+from bench.sparkplug_tally import SparkplugCounts
 from bench.tally import ValuesCheck
 from bench.window import Window
 
@@ -34,6 +39,17 @@ class Targets:
     #: "No growth across cycles", allowing for allocator noise.
     max_rss_growth_mb: float = 2.0
     max_idle_core_percent: float = 1.0
+    #: Issue 11: a DDATA carries a device's changes in one message, so metrics/s
+    #: must reach 3 x the ceiling's updates/s...
+    min_sparkplug_rate_ratio: float = 3.0
+    #: ... and CPU per 10k metrics at most half the plain bridge's per 10k updates.
+    max_sparkplug_cpu_ratio: float = 0.5
+
+    def min_rate_for(self, kind: RunKind) -> float:
+        return self.min_sparkplug_rate_ratio if kind == "sparkplug" else self.min_rate_ratio
+
+    def max_cpu_for(self, kind: RunKind) -> float:
+        return self.max_sparkplug_cpu_ratio if kind == "sparkplug" else self.max_cpu_ratio
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +68,8 @@ class RunResult:
     expected_requests_per_cycle: int | None = None
     values: ValuesCheck | None = None
     idle_core_percent: float | None = None
+    #: The Sparkplug subscriber's counts (the window's updates are then DDATA metrics).
+    sparkplug: SparkplugCounts | None = None
     #: Why a run ended early, or anything else a reader of the table should know.
     notes: tuple[str, ...] = ()
     #: Figures that explain a result but are not targets (subscriber load, bridge metrics...).
@@ -88,36 +106,55 @@ def rate_ratio(result: RunResult, ceiling: RunResult | None) -> float | None:
     return _ratio(result.updates_per_s, ceiling.updates_per_s if ceiling else None)
 
 
-def cpu_ratio(result: RunResult, ceiling: RunResult | None) -> float | None:
-    return _ratio(result.cpu_per_10k, ceiling.cpu_per_10k if ceiling else None)
+def cpu_ratio(result: RunResult, reference: RunResult | None) -> float | None:
+    """CPU per 10k against ``reference``: the ceiling, or for Sparkplug the plain bridge."""
+    return _ratio(result.cpu_per_10k, reference.cpu_per_10k if reference else None)
 
 
-def checks(result: RunResult, ceiling: RunResult | None, targets: Targets) -> list[Check]:
-    """Each target that applies to ``result``, met or not. The ceiling is the reference: none."""
+def checks(
+    result: RunResult,
+    ceiling: RunResult | None,
+    targets: Targets,
+    plain: RunResult | None = None,
+) -> list[Check]:
+    """Each target that applies to ``result``, met or not. The ceiling is the reference: none.
+
+    ``plain`` is the plain bridge the Sparkplug run's CPU is judged against.
+    """
     if result.kind == "ceiling":
         return []
     if result.error is not None:
         return [Check("run", False, "the run completes")]
     found: list[Check] = []
-    if result.kind == "bridge":
+    if result.kind in ("bridge", "sparkplug"):
+        sparkplug = result.kind == "sparkplug"
+        unit = "metrics" if sparkplug else "updates"
         if result.window is None:
             found.append(Check("run", False, "at least two cycles delivered"))
         rate = rate_ratio(result, ceiling)
+        min_rate = targets.min_rate_for(result.kind)
         if rate is not None:
             found.append(
                 Check(
                     "rate",
-                    rate >= targets.min_rate_ratio,
-                    f"updates/s >= {targets.min_rate_ratio:g} x ceiling",
+                    rate >= min_rate,
+                    f"{unit}/s >= {min_rate:g} x ceiling" + (" updates/s" if sparkplug else ""),
                 )
             )
-        cpu = cpu_ratio(result, ceiling)
+        cpu = cpu_ratio(result, plain if sparkplug else ceiling)
+        max_cpu = targets.max_cpu_for(result.kind)
         if cpu is not None:
+            against = "plain bridge's per 10k updates" if sparkplug else "ceiling"
+            found.append(
+                Check("cpu", cpu <= max_cpu, f"CPU per 10k {unit} <= {max_cpu:g} x {against}")
+            )
+        counts = result.sparkplug
+        if counts is not None:
             found.append(
                 Check(
-                    "cpu",
-                    cpu <= targets.max_cpu_ratio,
-                    f"CPU per 10k updates <= {targets.max_cpu_ratio:g} x ceiling",
+                    "seq",
+                    counts.seq_ok,
+                    "every payload decodes and seq follows 0..255 without a break",
                 )
             )
         growth = result.window.rss_growth_bytes if result.window else None
@@ -167,6 +204,12 @@ class Row:
     result: RunResult
     ceiling: RunResult | None
     checks: tuple[Check, ...]
+    #: The Sparkplug run's CPU reference: the plain bridge measured just before it.
+    plain: RunResult | None = None
+
+    @property
+    def cpu_reference(self) -> RunResult | None:
+        return self.plain if self.result.kind == "sparkplug" else self.ceiling
 
     @property
     def passed(self) -> bool:
@@ -180,8 +223,13 @@ class Row:
         return None
 
 
-def assess(result: RunResult, ceiling: RunResult | None, targets: Targets) -> Row:
-    return Row(result, ceiling, tuple(checks(result, ceiling, targets)))
+def assess(
+    result: RunResult,
+    ceiling: RunResult | None,
+    targets: Targets,
+    plain: RunResult | None = None,
+) -> Row:
+    return Row(result, ceiling, tuple(checks(result, ceiling, targets, plain)), plain)
 
 
 # --- the table -----------------------------------------------------------------------
@@ -300,13 +348,67 @@ def notes(rows: Sequence[Row]) -> list[str]:
     return lines
 
 
+# --- the Sparkplug table ---------------------------------------------------------------
+
+SPARKPLUG_COLUMNS = (
+    "scenario",
+    "metrics/s",
+    "x ceiling updates/s",
+    "CPU s / 10k metrics",
+    "x plain bridge",
+    "peak RSS MB",
+    "DDATA metrics (messages)",
+    "birth metrics (DBIRTHs)",
+    "seq breaks / undecodable",
+    "largest DBIRTH bytes",
+    "verdict",
+)
+
+
+def sparkplug_cells(row: Row) -> list[str]:
+    result = row.result
+    counts = result.sparkplug
+    peak = _number(None if result.peak_rss_bytes is None else result.peak_rss_bytes / MB, ".1f")
+    if counts is None:
+        ddata = births = seq = largest = NOTHING
+    else:
+        ddata = f"{counts.ddata_metrics:,} ({counts.ddata_messages:,})"
+        births = f"{counts.birth_metrics:,} ({counts.dbirth_messages:,})"
+        seq = _marked(f"{counts.seq_breaks} / {counts.undecodable}", row.check("seq"))
+        largest = f"{counts.largest_dbirth_bytes:,}"
+    return [
+        result.name,
+        _number(result.updates_per_s, ",.0f"),
+        _marked(_number(rate_ratio(result, row.ceiling), ".2f"), row.check("rate")),
+        _number(result.cpu_per_10k, ".3f"),
+        _marked(_number(cpu_ratio(result, row.plain), ".2f"), row.check("cpu")),
+        _marked(peak, row.check("rss")),
+        ddata,
+        births,
+        seq,
+        largest,
+        verdict(row),
+    ]
+
+
+def sparkplug_table(rows: Sequence[Row]) -> str:
+    """The Sparkplug runs: metrics/s decoded at the subscriber, against the ceiling and
+    the plain bridge measured just before, and what the births and seq showed."""
+    lines = ["| " + " | ".join(SPARKPLUG_COLUMNS) + " |", "|" + "---|" * len(SPARKPLUG_COLUMNS)]
+    for row in rows:
+        if row.result.kind == "sparkplug":
+            cells = [cell.replace("|", "\\|") for cell in sparkplug_cells(row)]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 # --- the summary of repeated runs --------------------------------------------------------
 
 SUMMARY_COLUMNS = (
     "scenario",
     "runs",
     "updates/s x ceiling, median (range)",
-    "CPU / 10k updates x ceiling, median (range)",
+    "CPU / 10k updates x ceiling (sparkplug: x plain bridge), median (range)",
     "peak RSS MB (max)",
     "idle CPU % of a core, median",
     "other checks",
@@ -343,13 +445,14 @@ def summary_table(rows: Sequence[Row], targets: Targets) -> str:
     lines = ["| " + " | ".join(SUMMARY_COLUMNS) + " |", "|" + "---|" * len(SUMMARY_COLUMNS)]
     for name, group in by_name.items():
         rates = [r for r in (rate_ratio(g.result, g.ceiling) for g in group) if r is not None]
-        cpus = [c for c in (cpu_ratio(g.result, g.ceiling) for g in group) if c is not None]
+        cpus = [c for c in (cpu_ratio(g.result, g.cpu_reference) for g in group) if c is not None]
         idles = [
             g.result.idle_core_percent for g in group if g.result.idle_core_percent is not None
         ]
         peaks = [g.result.peak_rss_bytes / MB for g in group if g.result.peak_rss_bytes]
-        rate_ok = not rates or _median(rates) >= targets.min_rate_ratio
-        cpu_ok = not cpus or _median(cpus) <= targets.max_cpu_ratio
+        kind = group[0].result.kind
+        rate_ok = not rates or _median(rates) >= targets.min_rate_for(kind)
+        cpu_ok = not cpus or _median(cpus) <= targets.max_cpu_for(kind)
         idle_ok = not idles or _median(idles) <= targets.max_idle_core_percent
         rss_ok = not peaks or max(peaks) <= targets.max_peak_rss_mb
         others = [
@@ -392,7 +495,8 @@ def report_json(rows: Sequence[Row], header: dict[str, Any]) -> dict[str, Any]:
                 "cpu_s_per_10k_updates": row.result.cpu_per_10k,
                 "ceiling": row.ceiling.name if row.ceiling else None,
                 "updates_per_s_ratio": rate_ratio(row.result, row.ceiling),
-                "cpu_ratio": cpu_ratio(row.result, row.ceiling),
+                "plain_bridge": row.plain.name if row.plain else None,
+                "cpu_ratio": cpu_ratio(row.result, row.cpu_reference),
                 "checks": [asdict(check) for check in row.checks],
                 "verdict": verdict(row),
             }

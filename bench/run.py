@@ -33,6 +33,7 @@ from bench.report import (
     markdown_table,
     notes,
     report_json,
+    sparkplug_table,
     summary_table,
 )
 
@@ -91,7 +92,7 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[Options, Path | No
         "--only",
         choices=GROUPS,
         action="append",
-        help="run only this group (repeatable): ceiling, bridge, rss or idle",
+        help="run only this group (repeatable): ceiling, bridge, rss, idle or sparkplug",
     )
     parser.add_argument(
         "--idle-seconds",
@@ -141,7 +142,7 @@ def _execute(
 ) -> RunResult:
     if spec.kind == "ceiling":
         return run_ceiling(context, workdir, spec, budget_s)
-    if spec.kind == "bridge":
+    if spec.kind in ("bridge", "sparkplug"):
         return run_bridge(context, workdir, spec, budget_s)
     return run_idle(context, workdir, spec)
 
@@ -163,7 +164,8 @@ def _progress(result: RunResult, seconds: float) -> str:
         return f"  {result.name}: error after {seconds:.0f} s"
     parts = [f"  {result.name}: {seconds:.0f} s"]
     if result.updates_per_s is not None:
-        parts.append(f"{result.updates_per_s:,.0f} updates/s")
+        unit = "metrics" if result.kind == "sparkplug" else "updates"
+        parts.append(f"{result.updates_per_s:,.0f} {unit}/s")
     if result.idle_core_percent is not None:
         parts.append(f"{result.idle_core_percent:.2f} % of a core")
     if result.peak_rss_bytes is not None:
@@ -181,6 +183,23 @@ def _ceiling_for(result: RunResult, results: Sequence[RunResult]) -> RunResult |
     if before:
         return before[-1]
     return ceilings[0] if ceilings else None
+
+
+def _plain_bridge_for(result: RunResult, results: Sequence[RunResult]) -> RunResult | None:
+    """For a Sparkplug run, the plain bridge of its size without API latency measured
+    last before it (its CPU reference); None for other runs or when there is none."""
+    if result.kind != "sparkplug":
+        return None
+    position = next(i for i, r in enumerate(results) if r is result)
+    before = [
+        r
+        for r in results[:position]
+        if r.kind == "bridge"
+        and r.error is None
+        and r.latency_s == 0
+        and (r.devices, r.tags) == (result.devices, result.tags)
+    ]
+    return before[-1] if before else None
 
 
 def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -214,9 +233,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: every process the benchmark started was stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
     targets = Targets()
-    rows = [assess(result, _ceiling_for(result, results), targets) for result in results]
+    rows = [
+        assess(
+            result,
+            _ceiling_for(result, results),
+            targets,
+            _plain_bridge_for(result, results),
+        )
+        for result in results
+    ]
     print()
-    print(markdown_table(rows))
+    print(markdown_table([row for row in rows if row.result.kind != "sparkplug"]))
+    if any(row.result.kind == "sparkplug" for row in rows):
+        print()
+        print(sparkplug_table(rows))
     if options.repeat > 1:
         print()
         print(summary_table(rows, targets))

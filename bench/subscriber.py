@@ -1,5 +1,8 @@
 """The subscriber: a paho client in its own process, on ``<base>/#`` at QoS 1.
 
+Or, for the Sparkplug run, on ``spBv1.0/#``, decoding every payload
+(``bench/sparkplug_tally.py``): there the "updates" are DDATA metrics.
+
 It is what the measured publisher's messages must reach, so updates/s is
 measured here, at delivery. Two numbers are shared live with the harness
 (the tag messages delivered so far, and when the last one arrived) through
@@ -26,6 +29,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from bench.children import BenchError, Children, wait_until
+from bench.sparkplug_tally import NAMESPACE, SparkplugCounts, SparkplugTally
 from bench.tally import Tally
 
 READY_TIMEOUT_S = 15.0
@@ -43,6 +47,8 @@ class Delivery:
     cycle_marks: list[float]
     #: The subscriber's own CPU seconds: if it nears the run's duration, it was the bottleneck.
     cpu_s: float
+    #: For a Sparkplug subscriber (then ``counts`` and ``last`` are empty).
+    sparkplug: SparkplugCounts | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +62,20 @@ class _Shared:
 
 
 def _subscribe_and_count(
-    port: int, base_topic: str, per_cycle: int, shared: _Shared, results: Connection
+    port: int,
+    base_topic: str,
+    per_cycle: int,
+    shared: _Shared,
+    results: Connection,
+    *,
+    sparkplug: bool = False,
 ) -> None:
     """The child process: count until told to stop, then send the ``Delivery``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the harness's to handle
-    tally = Tally(base_topic, per_cycle)
+    tally: Tally | SparkplugTally = (
+        SparkplugTally(per_cycle) if sparkplug else Tally(base_topic, per_cycle)
+    )
+    topic_filter = f"{NAMESPACE}/#" if sparkplug else f"{base_topic}/#"
     delivered, last_arrival, clock = shared.delivered, shared.last_arrival, time.monotonic
 
     def on_message(client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
@@ -76,7 +91,7 @@ def _subscribe_and_count(
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        client.subscribe(f"{base_topic}/#", qos=1)
+        client.subscribe(topic_filter, qos=1)
 
     def on_subscribe(
         client: paho.Client,
@@ -101,16 +116,27 @@ def _subscribe_and_count(
     client.disconnect()
     network.join(RESULT_TIMEOUT_S)
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    results.send(
-        Delivery(
+    cpu_s = usage.ru_utime + usage.ru_stime
+    if isinstance(tally, SparkplugTally):
+        delivery = Delivery(
+            delivered=tally.delivered,
+            other=tally.other_messages,
+            counts={},
+            last={},
+            cycle_marks=tally.cycle_marks,
+            cpu_s=cpu_s,
+            sparkplug=tally.counts(),
+        )
+    else:
+        delivery = Delivery(
             delivered=tally.delivered,
             other=tally.other,
             counts=tally.counts,
             last=tally.last,
             cycle_marks=tally.cycle_marks,
-            cpu_s=usage.ru_utime + usage.ru_stime,
+            cpu_s=cpu_s,
         )
-    )
+    results.send(delivery)
     results.close()
 
 
@@ -118,7 +144,14 @@ class Subscriber:
     """The harness's handle on the subscriber process."""
 
     def __init__(
-        self, context: SpawnContext, children: Children, port: int, base_topic: str, per_cycle: int
+        self,
+        context: SpawnContext,
+        children: Children,
+        port: int,
+        base_topic: str,
+        per_cycle: int,
+        *,
+        sparkplug: bool = False,
     ) -> None:
         self._shared = _Shared(
             delivered=context.RawValue(ctypes.c_longlong, 0),
@@ -130,6 +163,7 @@ class Subscriber:
         self._process: BaseProcess = context.Process(
             target=_subscribe_and_count,
             args=(port, base_topic, per_cycle, self._shared, child_end),
+            kwargs={"sparkplug": sparkplug},
             name="subscriber",
             daemon=True,
         )
@@ -156,7 +190,7 @@ class Subscriber:
 
     @property
     def delivered(self) -> int:
-        """Tag messages delivered so far."""
+        """Tag messages (Sparkplug: DDATA metrics) delivered so far."""
         return int(self._shared.delivered.value)
 
     @property

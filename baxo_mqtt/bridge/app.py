@@ -22,6 +22,8 @@ import os
 import signal
 import sys
 import threading
+import time
+from datetime import UTC, datetime
 from types import FrameType
 
 import structlog
@@ -29,19 +31,34 @@ import structlog
 from baxo_mqtt import __version__
 from baxo_mqtt.baxo.client import BaxoClient
 from baxo_mqtt.bridge.catalog import Filters
-from baxo_mqtt.bridge.commands import ValueRule, WriteRules, decode_set, value_rule_for
+from baxo_mqtt.bridge.commands import (
+    ValueRule,
+    WriteCommand,
+    WriteRules,
+    check_tag_write,
+    decode_set,
+    value_rule_for,
+)
 from baxo_mqtt.bridge.directory import WriteDirectory
 from baxo_mqtt.bridge.events import Output
 from baxo_mqtt.bridge.fanout import Fanout
 from baxo_mqtt.bridge.messages import IncomingMessage
 from baxo_mqtt.bridge.mqtt import MqttLink, Subscription
 from baxo_mqtt.bridge.poller import REFRESH_DELAY_S, Poller, PollOptions
+from baxo_mqtt.bridge.requests import BridgeRequests, HourlyCount, JsonValue, RequestActions
 from baxo_mqtt.bridge.tagmeta import TagMetadata
 from baxo_mqtt.bridge.topics import TopicScheme
 from baxo_mqtt.bridge.writer import Writer
 from baxo_mqtt.errors import ConfigError, MqttUnavailableError
+from baxo_mqtt.logs import set_level
 from baxo_mqtt.metrics import Health, Metrics, MetricsServer
+from baxo_mqtt.outputs.homeassistant import HomeAssistantDiscovery
+from baxo_mqtt.outputs.homeassistant_config import HomeAssistantOptions
+from baxo_mqtt.outputs.inventory import InventoryOptions, InventoryOutput
 from baxo_mqtt.outputs.plain import PlainOptions, PlainTopics
+from baxo_mqtt.outputs.sparkplug.naming import device_names
+from baxo_mqtt.outputs.sparkplug.options import BrokerOptions, SparkplugOptions
+from baxo_mqtt.outputs.sparkplug.output import SparkplugOutput
 from baxo_mqtt.settings import Settings, tag_metadata_from
 from baxo_mqtt.state import StateDirectory, resolve_state_dir
 from baxo_mqtt.systemd import SystemdNotifier
@@ -89,6 +106,44 @@ def plain_options_from(settings: Settings, metadata: TagMetadata) -> PlainOption
     )
 
 
+def homeassistant_options_from(
+    settings: Settings, rules: WriteRules, metadata: TagMetadata
+) -> HomeAssistantOptions:
+    ha = settings.homeassistant
+    return HomeAssistantOptions(
+        base_topic=settings.mqtt.base_topic,
+        discovery_prefix=ha.discovery_prefix,
+        payload=settings.publish.payload,
+        expire_after_s=ha.expire_after_s,
+        writes=rules,
+        tags=metadata,
+    )
+
+
+def sparkplug_options_from(settings: Settings) -> SparkplugOptions:
+    s, m = settings.sparkplug, settings.mqtt
+    return SparkplugOptions(
+        group_id=s.group_id,
+        edge_node_id=settings.sparkplug_edge_node_id,
+        device_id=s.device_id,
+        primary_host_id=s.primary_host_id,
+        datatype_in_data=s.datatype_in_data,
+        broker=BrokerOptions(
+            host=m.host,
+            port=m.port,
+            client_id=f"{m.effective_client_id}-spb",
+            username=m.username,
+            password=m.password.get_secret_value(),
+            keepalive_s=m.keepalive_s,
+            tls=m.tls,
+            ca_file=m.ca_file,
+            cert_file=m.cert_file,
+            key_file=m.key_file,
+            tls_insecure=m.tls_insecure,
+        ),
+    )
+
+
 def open_state_directory(settings: Settings) -> StateDirectory | None:
     """The state directory, locked, when a feature keeps state; else None, untouched.
 
@@ -113,7 +168,8 @@ class Bridge:
         self.health = Health(interval_s=settings.poll.interval_s)
         self.notifier = SystemdNotifier()
         self.scheme = TopicScheme(settings.mqtt.base_topic)
-        self.client = BaxoClient(settings.baxo, on_request=self.metrics.observe_api)
+        self.api_errors = HourlyCount()
+        self.client = BaxoClient(settings.baxo, on_request=self._observe_api)
         self._ready_sent = False
         self._fatal: ConfigError | None = None
         self.metadata = tag_metadata_from(settings)
@@ -128,6 +184,31 @@ class Bridge:
             max_payload_bytes=SET_PAYLOAD_LIMIT,
         )
         subscriptions = [Subscription(self.scheme.set_subscription())] if write.enabled else []
+        self.requests = BridgeRequests(
+            self.scheme.base,
+            RequestActions(
+                health=self._health_data,
+                request_discovery=self._request_discovery,
+                request_refresh=self._request_refresh,
+                pollable=self._pollable,
+                set_log_level=set_level,
+                count=self.metrics.count_bridge_request,
+            ),
+            publish=self._publish,
+            reply=self._reply,
+        )
+        subscriptions += [Subscription(topic) for topic in self.requests.subscriptions()]
+        self.homeassistant: HomeAssistantDiscovery | None = None
+        if settings.homeassistant.enabled:
+            self.homeassistant = HomeAssistantDiscovery(
+                homeassistant_options_from(settings, self.rules, self.metadata),
+                self._publish,
+                lambda: self.poller.request_snapshot(HomeAssistantDiscovery.name),
+            )
+            # Not commands: the retained status and configs are what it reads.
+            subscriptions += [
+                Subscription(topic, commands=False) for topic in self.homeassistant.subscriptions()
+            ]
         self.link = MqttLink(
             settings.mqtt,
             self.metrics,
@@ -164,28 +245,123 @@ class Bridge:
     def _outputs(self) -> list[Output]:
         """Every output that is switched on: one line each."""
         outputs: list[Output] = []
+        if self.homeassistant is not None:  # before the plain topics: configs before values
+            outputs.append(self.homeassistant)
         if self.settings.publish.enabled:
             options = plain_options_from(self.settings, self.metadata)
             outputs.append(PlainTopics(self.scheme, options, self.link.publish))
+            # Like bridge/info, one of the plain topics.
+            inventory = InventoryOptions(self.scheme.base, self.rules)
+            outputs.append(InventoryOutput(inventory, self._publish))
+        if self.settings.sparkplug.enabled and self.state is not None:
+            outputs.append(self._sparkplug(self.state))
         return outputs
+
+    def _sparkplug(self, state: StateDirectory) -> SparkplugOutput:
+        metrics = self.metrics
+        return SparkplugOutput(
+            sparkplug_options_from(self.settings),
+            self.metadata,
+            state,
+            submit_write=self.submit_write,
+            request_snapshot=lambda: self.poller.request_snapshot(SparkplugOutput.name),
+            count_message=lambda kind: metrics.sparkplug_messages.labels(kind).inc(),
+            count_rebirth=metrics.sparkplug_rebirths.inc,
+            count_rejected_write=lambda: metrics.writes.labels("rejected").inc(),
+        )
 
     # --- callbacks from other threads ------------------------------------------
 
     def _on_connected(self) -> None:  # paho's thread: only signal
+        # Outputs on this link refill a broker that restarted without persistence.
         for output in self.fanout.outputs:
-            if output.name == PlainTopics.name:
+            if output.name in (PlainTopics.name, HomeAssistantDiscovery.name, InventoryOutput.name):
                 self.poller.request_snapshot(output.name)
 
     def _on_connection_change(self, connected: bool) -> None:  # paho's thread
         self.health.broker_connected = connected  # /readyz follows at once
 
     def _on_message(self, message: IncomingMessage) -> None:  # paho's thread: decode, hand off
-        command = decode_set(message, self.scheme, self.rules, self._directory, self._value_rule)
-        self.writer.submit(command)
+        if self.requests.wants(message.topic):
+            self.requests.on_message(message)
+        elif self.homeassistant is not None and self.homeassistant.wants(message.topic):
+            self.homeassistant.on_message(message)
+        else:
+            command = decode_set(
+                message, self.scheme, self.rules, self._directory, self._value_rule
+            )
+            self.writer.submit(command)
+
+    def submit_write(self, contract_id: str, device_id: str, tag: str, value: str) -> str | None:
+        """A write from another path than /set (Sparkplug DCMD), under the same rules.
+
+        None when it was queued; else the reason it was refused (logged and
+        counted here, no API call).
+        """
+        refusal = check_tag_write(
+            contract_id,
+            device_id,
+            tag,
+            value,
+            self.rules,
+            self._directory,
+            self._value_rule(tag),
+        )
+        if refusal is not None:
+            self.metrics.writes.labels("rejected").inc()
+            log.info(
+                "write refused",
+                contract=contract_id,
+                device=device_id,
+                tag=tag,
+                kind=refusal.kind,
+                reason=refusal.reason,
+            )
+            return refusal.reason
+        self.writer.submit(WriteCommand(contract_id, device_id, tag, value, None, None))
+        return None
 
     def _value_rule(self, tag: str) -> ValueRule | None:
         meta = self.metadata.for_tag(tag)
         return value_rule_for(meta.type, meta.min, meta.max)
+
+    # --- what bridge requests read and do --------------------------------------
+
+    def _publish(self, topic: str, payload: bytes, retain: bool) -> bool:
+        return self.link.publish(topic, payload, retain)
+
+    def _reply(self, topic: str, payload: bytes, correlation_data: bytes | None) -> bool:
+        return self.link.reply(topic, payload, correlation_data)
+
+    def _observe_api(self, operation: str, outcome: str, seconds: float) -> None:
+        self.metrics.observe_api(operation, outcome, seconds)
+        if outcome != "ok":
+            self.api_errors.add()
+
+    def _request_discovery(self) -> None:
+        self.poller.request_discovery()
+
+    def _request_refresh(self, contract_id: str, device_id: str) -> None:
+        self.poller.request_refresh(contract_id, device_id)
+
+    def _pollable(self, contract_id: str, device_id: str) -> bool:
+        entry = self.poller.catalog.entries.get((contract_id, device_id))
+        return entry is not None and entry.device.is_active
+
+    def _health_data(self) -> dict[str, JsonValue]:
+        last = self.health.last_successful_poll
+        return {
+            "uptime_s": round(time.time() - self.health.started_at, 1),
+            "mqtt_connected": self.link.connected,
+            "last_successful_poll": None
+            if last is None
+            else datetime.fromtimestamp(last, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "devices": len(self.poller.catalog.entries),
+            "tags": self.poller.store.tag_count,
+            "api_errors_last_hour": self.api_errors.count(),
+            "history_lag_s": None,  # the history stream is not wired yet
+            "version": __version__,
+        }
 
     def _set_directory(self, directory: WriteDirectory) -> None:  # the poll thread
         self._directory = directory
@@ -243,11 +419,21 @@ class Bridge:
         """The poll thread: the first discovery, then the loop until stopped."""
         try:
             self.poller.start_discovery()
+            self._check_sparkplug_names()
         except ConfigError as error:
             self._fatal = error
             self.stop_event.set()
             return
         self.poller.run(self.stop_event)
+
+    def _check_sparkplug_names(self) -> None:
+        """Two devices with one Sparkplug name are refused at start, like a topic clash."""
+        if not self.settings.sparkplug.enabled:
+            return
+        template = self.settings.sparkplug.device_id
+        _, problems = device_names(template, self.poller.catalog.entries.values())
+        if problems:
+            raise ConfigError(problems)
 
     def _shutdown(self, code: int) -> int:
         self.health.stopping = True

@@ -178,14 +178,18 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class WriteCommand:
-    """A write that passed every rule: the writer may call the API with it."""
+    """A write that passed every rule: the writer may call the API with it.
+
+    ``reply`` is None for a write whose result goes back another way (a
+    Sparkplug DCMD: the new value comes back in DDATA).
+    """
 
     contract_id: str
     device_id: str
     tag: str
     value: str
     request_id: JsonValue
-    reply: Reply
+    reply: Reply | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,6 +70,12 @@ class Subscription:
     topic_filter: str
     commands: bool = True
 
+    def options(self, qos: int) -> SubscribeOptions:
+        """The MQTT v5 subscription options (retain handling 2 for commands)."""
+        return SubscribeOptions(
+            qos=qos, retainAsPublished=True, retainHandling=2 if self.commands else 0
+        )
+
 
 _UNSET = object()  # a registered message whose sender wants no acknowledgement callback
 AckCallback = Callable[[], None]
@@ -122,15 +128,13 @@ class MqttLink:
         if settings.username:
             client.username_pw_set(settings.username, settings.password.get_secret_value() or None)
         if settings.tls:
-            client.tls_set(
-                ca_certs=settings.ca_file or None,
-                certfile=settings.cert_file or None,
-                keyfile=settings.key_file or None,
-                cert_reqs=ssl.CERT_REQUIRED,
+            set_up_tls(
+                client,
+                ca_file=settings.ca_file,
+                cert_file=settings.cert_file,
+                key_file=settings.key_file,
+                insecure=settings.tls_insecure,
             )
-            if settings.tls_insecure:
-                log.warning("mqtt TLS certificate checks are OFF (mqtt.tls_insecure = true)")
-                client.tls_insecure_set(True)
         client.will_set(will_topic, b"offline", qos=self._qos, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.max_inflight_messages_set(0)  # unlimited: see WINDOW
@@ -312,12 +316,7 @@ class MqttLink:
         for subscription in self._subscriptions:
             if self._v5:
                 # Retain handling 2: the broker must not replay stored commands.
-                options = SubscribeOptions(
-                    qos=self._qos,
-                    retainAsPublished=True,
-                    retainHandling=2 if subscription.commands else 0,
-                )
-                client.subscribe(subscription.topic_filter, options=options)
+                client.subscribe(subscription.topic_filter, options=subscription.options(self._qos))
             else:
                 client.subscribe(subscription.topic_filter, qos=self._qos)
         if self._ever_connected:
@@ -372,18 +371,36 @@ class MqttLink:
     def _handle_message(
         self, client: paho.Client, userdata: Any, message: paho.MQTTMessage
     ) -> None:
-        response_topic = None
-        correlation_data = None
-        properties = getattr(message, "properties", None)
-        if properties is not None:
-            response_topic = getattr(properties, "ResponseTopic", None)
-            correlation_data = getattr(properties, "CorrelationData", None)
-        self._on_message(
-            IncomingMessage(
-                topic=message.topic,
-                payload=bytes(message.payload),
-                retained=bool(message.retain),
-                response_topic=response_topic,
-                correlation_data=correlation_data,
-            )
-        )
+        self._on_message(incoming(message))
+
+
+def incoming(message: paho.MQTTMessage) -> IncomingMessage:
+    """paho's message as plain data, with its v5 response topic and correlation data."""
+    properties = getattr(message, "properties", None)
+    return IncomingMessage(
+        topic=message.topic,
+        payload=bytes(message.payload),
+        retained=bool(message.retain),
+        response_topic=getattr(properties, "ResponseTopic", None),
+        correlation_data=getattr(properties, "CorrelationData", None),
+    )
+
+
+def set_up_tls(
+    client: paho.Client,
+    *,
+    ca_file: str,
+    cert_file: str,
+    key_file: str,
+    insecure: bool,
+) -> None:
+    """Verified TLS by default; ``insecure`` is explicit and logged as a warning."""
+    client.tls_set(
+        ca_certs=ca_file or None,
+        certfile=cert_file or None,
+        keyfile=key_file or None,
+        cert_reqs=ssl.CERT_REQUIRED,
+    )
+    if insecure:
+        log.warning("mqtt TLS certificate checks are OFF (mqtt.tls_insecure = true)")
+        client.tls_insecure_set(True)

@@ -20,10 +20,8 @@ node's own thread does the work.
 from __future__ import annotations
 
 import contextlib
-import ssl
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -32,9 +30,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from baxo_mqtt.bridge.messages import IncomingMessage
+from baxo_mqtt.bridge.mqtt import Subscription, incoming, set_up_tls
 from baxo_mqtt.outputs.sparkplug.options import BrokerOptions
 
 log = structlog.get_logger(__name__)
@@ -45,21 +43,13 @@ SUBSCRIBE_QOS = 1
 _WITH_WILL = ReasonCode(PacketTypes.DISCONNECT, identifier=4)
 
 
-@dataclass(frozen=True, slots=True)
-class LinkSubscription:
-    """``commands``: retained messages there are not wanted (retain handling 2)."""
-
-    topic_filter: str
-    commands: bool = True
-
-
 class SparkplugLink:
     def __init__(
         self,
         broker: BrokerOptions,
         *,
         will: Callable[[], tuple[str, bytes]],
-        subscriptions: Sequence[LinkSubscription],
+        subscriptions: Sequence[Subscription],
         on_connected: Callable[[], None],
         on_disconnected: Callable[[], None],
         on_message: Callable[[IncomingMessage], None],
@@ -83,15 +73,13 @@ class SparkplugLink:
         if b.username:
             client.username_pw_set(b.username, b.password or None)
         if b.tls:
-            client.tls_set(
-                ca_certs=b.ca_file or None,
-                certfile=b.cert_file or None,
-                keyfile=b.key_file or None,
-                cert_reqs=ssl.CERT_REQUIRED,
+            set_up_tls(
+                client,
+                ca_file=b.ca_file,
+                cert_file=b.cert_file,
+                key_file=b.key_file,
+                insecure=b.tls_insecure,
             )
-            if b.tls_insecure:
-                log.warning("sparkplug TLS certificate checks are OFF (mqtt.tls_insecure = true)")
-                client.tls_insecure_set(True)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_pre_connect = self._handle_pre_connect
         client.on_connect = self._handle_connect
@@ -176,12 +164,7 @@ class SparkplugLink:
         # Subscribed before anything is published: a host's command in reply
         # to the births must find the subscription in place.
         for subscription in self._subscriptions:
-            options = SubscribeOptions(
-                qos=SUBSCRIBE_QOS,
-                retainAsPublished=True,
-                retainHandling=2 if subscription.commands else 0,
-            )
-            client.subscribe(subscription.topic_filter, options=options)
+            client.subscribe(subscription.topic_filter, options=subscription.options(SUBSCRIBE_QOS))
         self._connected = True
         log.info("sparkplug connected", broker=f"{self._broker.host}:{self._broker.port}")
         self._on_connected()
@@ -203,10 +186,4 @@ class SparkplugLink:
     def _handle_message(
         self, client: paho.Client, userdata: Any, message: paho.MQTTMessage
     ) -> None:
-        self._on_message(
-            IncomingMessage(
-                topic=message.topic,
-                payload=bytes(message.payload),
-                retained=bool(message.retain),
-            )
-        )
+        self._on_message(incoming(message))

@@ -38,6 +38,7 @@ from baxo_mqtt.settings import BaxoSettings
 from baxo_mqtt.simulator.http import SimulatorServer
 from baxo_mqtt.state import StateDirectory
 from tests.support.broker import Broker
+from tests.support.daemon import MakeSimulator, StartDaemon, bridge_config, write_config
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -501,3 +502,43 @@ def test_a_clean_stop_says_ndeath_before_disconnecting(
     assert [(d["qos"], d["retain"], d["bdSeq"]) for d in deaths] == [(1, False, first["bdSeq"])] * 2
     assert harness.counts["NDEATH"] == 1
     assert harness.counts["NBIRTH"] == 1 and harness.counts["DBIRTH"] == 1
+
+
+# --- the daemon as users run it ---------------------------------------------------
+
+
+def dbirth_of(device_id: str) -> Callable[[Record], bool]:
+    return lambda r: r.get("type") == "DBIRTH" and device_id in r["device"]
+
+
+def test_the_daemon_is_an_edge_node_that_never_reuses_a_bdseq_after_kill_9(
+    host: SparkplugHost,
+    broker: Broker,
+    make_simulator: MakeSimulator,
+    tmp_path: Path,
+    start_daemon: StartDaemon,
+) -> None:
+    sim = make_simulator(devices=2, tags=2)
+    overrides: dict[str, dict[str, Any]] = {
+        "sparkplug": {"enabled": True, "group_id": GROUP, "edge_node_id": "daemon-1"},
+        "state": {"dir": str(tmp_path / "state")},
+    }
+    config = write_config(tmp_path / "config.toml", bridge_config(broker.port, sim.url, overrides))
+    devices = [d.id for d in sim.fleet.devices(sim.fleet.contracts()[0].id)]
+    bdseqs = []
+    for run in range(2):
+        mark = host.mark()
+        daemon = start_daemon(config)
+        nbirth = host.wait_for(
+            lambda r: r.get("type") == "NBIRTH" and "daemon-1" in r["topic"],
+            30,
+            f"the daemon's NBIRTH (run {run})",
+            mark,
+        )
+        for device in devices:
+            host.wait_for(dbirth_of(device), 15, f"the DBIRTH of {device}", mark)
+        bdseqs.append(nbirth["bdSeq"])
+        daemon.kill()  # SIGKILL: no clean stop
+    # [tck-id-payloads-nbirth-bdseq-repeat] with the state directory: the next start
+    # uses the next bdSeq, never the killed session's again.
+    assert bdseqs[1] == (bdseqs[0] + 1) % 256

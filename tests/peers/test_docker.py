@@ -7,7 +7,6 @@ with the reason, where no engine can run (tests/support/docker_engine.py).
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import os
@@ -17,13 +16,14 @@ from typing import Any
 
 import pytest
 
+from baxo_mqtt.outputs.sparkplug.codec import decode_payload
 from baxo_mqtt.ports import free_port
 from baxo_mqtt.simulator.fleet import DEFAULT_PASSWORD, DEFAULT_USERNAME
 from baxo_mqtt.simulator.http import SimulatorServer
 from tests.support.broker import Broker
 from tests.support.docker_engine import DockerEngine, build_image, docker, prepare_offline_build
 from tests.support.waiting import wait_until
-from tests.support.watcher import Watcher
+from tests.support.watcher import Message, Watcher
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -215,8 +215,6 @@ state.close()
 def test_the_state_database_outlives_a_container_replacement(
     image: str, containers: Containers
 ) -> None:
-    if importlib.util.find_spec("baxo_mqtt.state") is None:
-        pytest.skip("baxo_mqtt.state (the state directory) is not in this tree")
     mount = f"--volume={containers.volume()}:{STATE_DIR}"
     run = (mount, "--entrypoint=python3", image, "-c", _STATE_SCRIPT)
     assert containers.run(*run, "save", detach=False) == STATE_DIR
@@ -234,8 +232,6 @@ sys.stdin.read()
 
 
 def test_two_containers_cannot_share_a_state_volume(image: str, containers: Containers) -> None:
-    if importlib.util.find_spec("baxo_mqtt.state") is None:
-        pytest.skip("baxo_mqtt.state (the state directory) is not in this tree")
     mount = f"--volume={containers.volume()}:{STATE_DIR}"
     # --interactive keeps stdin open, so the first holds the lock until removed.
     holder = containers.run(
@@ -246,3 +242,42 @@ def test_two_containers_cannot_share_a_state_volume(image: str, containers: Cont
     second = docker("run", *load, "load", check=False)
     assert second.returncode != 0
     assert "in use by another running bridge (client id first-bridge)" in second.stderr
+
+
+def nbirth_bd_seq(message: Message) -> int:
+    metrics = {metric.name: metric.value for metric in decode_payload(message.payload).metrics}
+    bd_seq = metrics["bdSeq"]
+    assert isinstance(bd_seq, int), metrics
+    return bd_seq
+
+
+def test_the_sparkplug_bdseq_outlives_a_container_replacement(
+    image: str,
+    containers: Containers,
+    bridge_environment: tuple[list[str], int],
+    broker: Broker,
+) -> None:
+    options, _ = bridge_environment
+    client_id = next(o for o in options if "CLIENT_ID=" in o).split("=", 2)[2]
+    nbirth = f"spBv1.0/BAXO/NBIRTH/{client_id}"
+    run = (
+        *options,
+        "--env=BAXO_MQTT_SPARKPLUG__ENABLED=true",
+        f"--volume={containers.volume()}:{STATE_DIR}",
+        image,
+    )
+    host = Watcher(broker.port, "spBv1.0/#")
+    try:
+        first = containers.run(*run)
+        first_bd_seq = nbirth_bd_seq(host.wait_for_message(nbirth, timeout=60))
+        docker("stop", "--time=10", first, timeout=30)
+        assert inspect(first)["State"]["ExitCode"] == 0, docker("logs", first).stderr
+        docker("rm", first)
+
+        mark = host.mark()
+        containers.run(*run)
+        # A new container on the same volume: the next bdSeq, never one reused.
+        again = nbirth_bd_seq(host.wait_for_message(nbirth, timeout=60, after=mark))
+        assert again == (first_bd_seq + 1) % 256
+    finally:
+        host.close()

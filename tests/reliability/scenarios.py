@@ -14,6 +14,7 @@ restarts refilled, an API failing half its requests survived, any bytes on
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import random
@@ -472,6 +473,18 @@ def set_fuzz(world: Rig, scale: Scale, record: Record) -> None:
 # --- SIGTERM at any moment -----------------------------------------------------------
 
 
+def catches_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` has a handler for SIGTERM (its SigCgt mask in /proc)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next(
+        (line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), "0"
+    )
+    return bool(int(caught, 16) & (1 << (signal.SIGTERM - 1)))
+
+
 def _terminate_and_time(daemon: DaemonProcess) -> tuple[int | None, float]:
     started = time.monotonic()
     daemon.process.send_signal(signal.SIGTERM)
@@ -498,7 +511,10 @@ def sigterm_anytime(world: Rig, scale: Scale, record: Record) -> None:
         publisher.flush()
         mark = watcher.mark()
         daemon = world.start_daemon()
-        # The moment of the signal is the experiment: anywhere from start-up to steady polling.
+        # The moment of the signal is the experiment: anywhere from start-up to steady
+        # polling, counted from when the process handles SIGTERM (before that it is
+        # still the Python interpreter starting, which no program can answer).
+        wait_until(functools.partial(catches_sigterm, daemon.process.pid), 10, "a handler")
         delay = rng.uniform(0.0, 3.0)
         time.sleep(delay)
         code, seconds = _terminate_and_time(daemon)

@@ -108,6 +108,9 @@ class DockerEngine:
 
     def stop(self) -> None:
         if self.started is not None and self.started.poll() is None:
+            # Every image of this engine is the tests' own: drop the untagged ones
+            # that each rebuild leaves, so .cache/docker/engine does not grow forever.
+            docker("image", "prune", "--force", timeout=120, check=False)
             self.started.send_signal(signal.SIGTERM)
             try:
                 self.started.wait(30)

@@ -15,9 +15,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from baxo_mqtt.bridge.topics import TopicScheme
+from baxo_mqtt.outputs.sparkplug.codec import (
+    DataType,
+    Metric,
+    encode_dbirth,
+    encode_ddata,
+    encode_nbirth,
+    encode_ndeath,
+)
 from baxo_mqtt.settings import load_settings
 from baxo_mqtt.simulator.fleet import Fleet
-from bench.bridge import bridge_config, metric_value, toml_text
+from bench.bridge import bridge_config, lag_note, metric_value, toml_text
 from bench.children import BenchError, mosquitto_config, wait_until
 from bench.fleetplan import (
     FleetShape,
@@ -41,10 +49,12 @@ from bench.report import (
     assess,
     markdown_table,
     notes,
+    sparkplug_table,
     summary_table,
 )
-from bench.run import _ceiling_for, parse_options
+from bench.run import _ceiling_for, _plain_bridge_for, parse_options
 from bench.simlog import expected_requests_per_cycle, realtime_traffic
+from bench.sparkplug_tally import SparkplugCounts, SparkplugTally, message_type
 from bench.tally import Expectation, Tally, check_values, is_tag_topic
 from bench.window import CycleSample, Window, growth_start, measure_window
 
@@ -399,6 +409,7 @@ def test_the_full_plan_covers_every_target_of_the_issue() -> None:
     assert [r.name for r in runs] == [
         "ceiling 1000x20",
         "bridge 1000x20, API +0 ms",
+        "sparkplug 1000x20",
         "ceiling 1000x20",
         "bridge 1000x20, API +50 ms",
         "ceiling 1000x20",
@@ -461,3 +472,260 @@ def test_the_summary_judges_the_median_of_repeated_pairs() -> None:
     assert cells[1] == "3"
     assert cells[2] == "1.05 (0.90-1.10) ✓"
     assert cells[-1] == "pass"
+
+
+# --- the Sparkplug scenario -------------------------------------------------------------
+
+NODE = "spBv1.0/BAXO/{kind}/baxo-mqtt-bench"
+
+
+def node_topic(kind: str, device: str | None = None) -> str:
+    topic = NODE.format(kind=kind)
+    return topic if device is None else f"{topic}/{device}"
+
+
+def tag_metrics(count: int, *, named: bool) -> list[Metric]:
+    return [
+        Metric(
+            name=f"TAG_{i}" if named else None,
+            alias=10 + i,
+            timestamp_ms=1_700_000_000_000,
+            datatype=DataType.DOUBLE,
+            value=20.5 + i,
+        )
+        for i in range(count)
+    ]
+
+
+def dbirth(seq: int, tags: int = 3) -> bytes:
+    return encode_dbirth(1, seq, tag_metrics(tags, named=True))
+
+
+def ddata(seq: int, tags: int = 3) -> bytes:
+    return encode_ddata(1, seq, tag_metrics(tags, named=False))
+
+
+def test_the_sparkplug_tally_counts_data_and_birth_metrics_apart() -> None:
+    tally = SparkplugTally(per_cycle=4)
+    assert not tally.add(node_topic("NBIRTH"), encode_nbirth(1, 0, 0), 0.1)
+    assert tally.add(node_topic("DBIRTH", "C_1"), dbirth(1, tags=3), 0.2)
+    assert tally.add(node_topic("DBIRTH", "C_2"), dbirth(2, tags=5), 0.3)
+    assert tally.add(node_topic("DDATA", "C_1"), ddata(3, tags=3), 1.0)
+    assert tally.add(node_topic("DDATA", "C_2"), ddata(4, tags=3), 2.0)
+    assert not tally.add("spBv1.0/STATE/scada", b'{"online": true, "timestamp": 1}', 2.5)
+    counts = tally.counts()
+    assert (counts.ddata_messages, counts.ddata_metrics) == (2, 6)
+    assert (counts.dbirth_messages, counts.birth_metrics) == (2, 8)
+    assert counts.nbirth_messages == 1
+    assert counts.other_messages == 1
+    assert counts.largest_dbirth_bytes == len(dbirth(2, tags=5)) > len(dbirth(1, tags=3))
+    assert counts.seq_ok
+    # Only DDATA metrics make cycles: the 4th arrived in the second DDATA.
+    assert tally.cycle_marks == [2.0]
+    assert tally.last_arrival == 2.0
+
+
+def test_one_message_may_complete_several_cycles() -> None:
+    tally = SparkplugTally(per_cycle=2)
+    tally.add(node_topic("NBIRTH"), encode_nbirth(1, 0, 0), 0.0)
+    tally.add(node_topic("DDATA", "C_1"), ddata(1, tags=5), 1.0)
+    assert tally.cycle_marks == [1.0, 1.0]
+
+
+def test_seq_runs_over_every_node_message_and_wraps_at_256() -> None:
+    tally = SparkplugTally(per_cycle=1000)
+    tally.add(node_topic("NBIRTH"), encode_nbirth(1, 0, 0), 0.0)
+    for number in range(1, 600):
+        tally.add(node_topic("DDATA", "C_1"), ddata(number % 256, tags=1), float(number))
+    assert tally.counts().seq_breaks == 0
+
+
+def test_a_lost_message_is_one_seq_break_and_a_rebirth_starts_again_at_zero() -> None:
+    tally = SparkplugTally(per_cycle=1000)
+    tally.add(node_topic("NBIRTH"), encode_nbirth(1, 0, 0), 0.0)
+    tally.add(node_topic("DDATA", "C_1"), ddata(1), 1.0)
+    tally.add(node_topic("DDATA", "C_1"), ddata(3), 2.0)  # 2 was lost
+    tally.add(node_topic("DDATA", "C_1"), ddata(4), 3.0)
+    assert tally.counts().seq_breaks == 1
+    tally.add(node_topic("NDEATH"), encode_ndeath(0), 4.0)
+    tally.add(node_topic("NBIRTH"), encode_nbirth(5, 0, 1), 5.0)
+    tally.add(node_topic("DBIRTH", "C_1"), dbirth(1), 6.0)
+    assert tally.counts().seq_breaks == 1
+    tally.add(node_topic("DDATA", "C_1"), ddata(7), 7.0)
+    assert tally.counts().seq_breaks == 2
+    assert not tally.counts().seq_ok
+
+
+def test_data_before_any_birth_is_a_seq_break() -> None:
+    tally = SparkplugTally(per_cycle=10)
+    tally.add(node_topic("DDATA", "C_1"), ddata(5), 1.0)
+    assert tally.counts().seq_breaks == 1
+    assert tally.counts().ddata_metrics == 3  # counted all the same: it arrived and decoded
+
+
+def test_an_unreadable_payload_is_counted_not_raised() -> None:
+    tally = SparkplugTally(per_cycle=10)
+    assert not tally.add(node_topic("DDATA", "C_1"), b"\xff\xff\xff", 1.0)
+    counts = tally.counts()
+    assert (counts.undecodable, counts.ddata_metrics) == (1, 0)
+    assert not counts.seq_ok
+
+
+@given(st.binary(max_size=200), st.sampled_from(["NBIRTH", "DBIRTH", "DDATA", "NDEATH"]))
+def test_any_bytes_are_decoded_or_counted_undecodable(payload: bytes, kind: str) -> None:
+    tally = SparkplugTally(per_cycle=10)
+    device = None if kind.startswith("N") else "C_1"
+    tally.add(node_topic(kind, device), payload, 1.0)
+    counts = tally.counts()
+    decoded = counts.ddata_messages + counts.dbirth_messages + counts.nbirth_messages
+    assert counts.undecodable + decoded + counts.other_messages == 1
+
+
+def test_only_edge_node_topics_are_sparkplug_messages() -> None:
+    assert message_type("spBv1.0/G/DDATA/N/D") == ("DDATA", "G/N")
+    assert message_type("spBv1.0/G/NBIRTH/N") == ("NBIRTH", "G/N")
+    assert message_type("spBv1.0/STATE/host") is None
+    assert message_type("baxo/c/d/t") is None
+
+
+def sparkplug_result(**changes: Any) -> RunResult:
+    """60,000 metrics in 2 s for 0.5 CPU second, seq unbroken."""
+    counts = SparkplugCounts(
+        ddata_messages=3000,
+        ddata_metrics=60_000,
+        dbirth_messages=1000,
+        birth_metrics=20_000,
+        nbirth_messages=1,
+        other_messages=0,
+        undecodable=0,
+        seq_breaks=0,
+        largest_dbirth_bytes=812,
+    )
+    base = result("sparkplug", window=window_of(60_000, 2.0, 0.5), sparkplug=counts)
+    return replace(base, **changes)
+
+
+def test_sparkplug_is_judged_on_three_times_the_ceiling_and_half_the_plain_bridge() -> None:
+    ceiling = result("ceiling")  # 10,000 updates/s
+    plain = result("bridge", window=window_of(20_000, 2.0, 2.0))  # 1 CPU s per 10k
+    row = assess(sparkplug_result(), ceiling, Targets(), plain)
+    assert row.passed, row.checks
+    assert {c.name for c in row.checks} >= {"rate", "cpu", "seq", "rss", "requests"}
+    slow = sparkplug_result(window=window_of(50_000, 2.0, 3.0))  # 25,000/s, 0.6 CPU s per 10k
+    failed = {c.name for c in assess(slow, ceiling, Targets(), plain).checks if not c.passed}
+    assert failed == {"rate", "cpu"}
+    # The CPU is not judged against the ceiling: without a plain bridge there is no CPU check.
+    assert assess(sparkplug_result(), ceiling, Targets()).check("cpu") is None
+
+
+def test_a_broken_seq_fails_the_sparkplug_run() -> None:
+    counts = sparkplug_result().sparkplug
+    assert counts is not None
+    broken = replace(counts, seq_breaks=2)
+    row = assess(sparkplug_result(sparkplug=broken), result("ceiling"), Targets())
+    assert row.check("seq") is False
+
+
+def test_the_sparkplug_table_shows_its_own_figures() -> None:
+    ceiling, plain = result("ceiling"), result("bridge", window=window_of(20_000, 2.0, 2.0))
+    rows = [
+        assess(ceiling, ceiling, Targets()),
+        assess(plain, ceiling, Targets()),
+        assess(sparkplug_result(), ceiling, Targets(), plain),
+    ]
+    lines = sparkplug_table(rows).splitlines()
+    assert len(lines) == 3  # header, rule, the one Sparkplug run
+    cells = [cell.strip() for cell in lines[2].strip("|").split("|")]
+    assert cells[:5] == ["sparkplug 1000x20", "30,000", "3.00 ✓", "0.083", "0.08 ✓"]
+    assert cells[6:] == ["60,000 (3,000)", "20,000 (1,000)", "0 / 0 ✓", "812", "pass"]
+
+
+def test_each_sparkplug_run_uses_the_plain_bridge_measured_just_before_it() -> None:
+    slow = result("bridge", name="+50", latency_s=0.05)
+    first, second = result("bridge", name="p1"), result("bridge", name="p2")
+    spb_a, spb_b = sparkplug_result(name="s1"), sparkplug_result(name="s2")
+    other_size = result("bridge", name="big", devices=5000)
+    results = [first, spb_a, second, slow, other_size, spb_b]
+    assert _plain_bridge_for(spb_a, results) is first
+    assert _plain_bridge_for(spb_b, results) is second
+    assert _plain_bridge_for(first, results) is None
+    assert _plain_bridge_for(spb_a, [spb_a]) is None
+
+
+def test_the_summary_judges_sparkplug_cpu_against_the_plain_bridge() -> None:
+    runs: list[RunResult] = []
+    for _ in range(3):
+        runs.extend(
+            (
+                result("ceiling"),
+                result("bridge", window=window_of(20_000, 2.0, 2.0)),
+                sparkplug_result(),
+            )
+        )
+    rows = [assess(r, _ceiling_for(r, runs), Targets(), _plain_bridge_for(r, runs)) for r in runs]
+    line = next(
+        line
+        for line in summary_table(rows, Targets()).splitlines()
+        if line.startswith("| sparkplug")
+    )
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    assert cells[2] == "3.00 (3.00-3.00) ✓"
+    assert cells[3] == "0.08 (0.08-0.08) ✓"
+    assert cells[-1] == "pass"
+
+
+def test_only_sparkplug_runs_a_ceiling_a_plain_bridge_then_the_edge_node() -> None:
+    options, _ = parse_options(["--only", "sparkplug"])
+    assert [(r.kind, r.shape.label, r.cycles, r.latency_s) for r in plan_runs(options)] == [
+        ("ceiling", "1000x20", 20, 0.0),
+        ("bridge", "1000x20", 20, 0.0),
+        ("sparkplug", "1000x20", 20, 0.0),
+    ]
+    repeated = plan_runs(Options(only=("sparkplug",), repeat=2))
+    assert [r.kind for r in repeated] == ["ceiling", "bridge", "sparkplug"] * 2
+
+
+def test_with_the_bridge_group_the_plain_bridge_is_not_measured_twice() -> None:
+    runs = plan_runs(Options(only=("bridge", "sparkplug"), latencies_s=(0.0, 0.05)))
+    assert [r.name for r in runs] == [
+        "ceiling 1000x20",
+        "bridge 1000x20, API +0 ms",
+        "sparkplug 1000x20",
+        "ceiling 1000x20",
+        "bridge 1000x20, API +50 ms",
+    ]
+
+
+def test_the_sparkplug_config_runs_the_edge_node_alone(tmp_path: Path) -> None:
+    config = bridge_config(
+        1883,
+        "http://127.0.0.1:8080/k1",
+        9999,
+        0.01,
+        username="demo@example.com",
+        password="demo",
+        sparkplug_state_dir=tmp_path / "state",
+    )
+    path = tmp_path / "bench.toml"
+    path.write_text(toml_text(config))
+    settings = load_settings(str(path), environ={})
+    assert settings.sparkplug.enabled is True
+    assert settings.publish.enabled is False
+    assert settings.state.dir == str(tmp_path / "state")
+    assert settings.sparkplug_edge_node_id == "baxo-mqtt-bench"
+
+
+def test_labelled_metric_values_are_read_by_their_exposed_name() -> None:
+    text = (
+        'baxo_mqtt_sparkplug_messages_total{type="DBIRTH"} 1000.0\n'
+        'baxo_mqtt_sparkplug_messages_total{type="DDATA"} 21000.0\n'
+    )
+    assert metric_value(text, 'baxo_mqtt_sparkplug_messages_total{type="DDATA"}') == 21000.0
+
+
+def test_a_bridge_whose_reads_run_ahead_of_its_output_is_noted() -> None:
+    assert lag_note(None, 20.0) is None
+    assert lag_note(22.0, 20.0) is None  # a poll in progress and one queued: the pipeline
+    assert lag_note(27.0, 20.0) is None  # under 1.5 x: a slow moment, not a backlog
+    note = lag_note(35.0, 20.0)
+    assert note is not None and "polled 35 times" in note and "20.0 cycles" in note

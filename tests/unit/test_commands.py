@@ -147,6 +147,7 @@ def test_escaped_levels_are_decoded_to_the_original_names() -> None:
 def test_reply_topic_repeats_the_levels_exactly_as_received() -> None:
     command = accepted(b"1", "baxo/c-1/14587/A%2fB/set")
     assert command.tag == "A/B"
+    assert command.reply is not None
     assert command.reply.result_topic == "baxo/c-1/14587/A%2fB/set/result"
 
 
@@ -392,7 +393,7 @@ def test_decode_set_never_raises_and_only_passes_allowed_live_writes(
         assert enabled and not retained
         assert outcome.tag == "SETPOINT"
         assert outcome.value.strip()
-        assert outcome.reply.result_topic == f"{topic}/result"
+        assert outcome.reply is not None and outcome.reply.result_topic == f"{topic}/result"
     else:
         assert isinstance(outcome, Rejection)
         assert outcome.reason
