@@ -28,7 +28,7 @@ from typing import Literal, TypeAlias
 import structlog
 
 from baxo_mqtt.bridge.messages import IncomingMessage
-from baxo_mqtt.bridge.topics import BRIDGE_LEVEL
+from baxo_mqtt.bridge.topics import TopicScheme
 
 log = structlog.get_logger(__name__)
 
@@ -43,8 +43,6 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 MAX_REQUEST_BYTES = 1024
 REDISCOVER_EVERY_S = 60.0
 REFRESH_EVERY_S = 5.0
-REQUEST_LEVEL = "request"
-RESPONSE_LEVEL = "response"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,25 +61,6 @@ class BadRequest:
     command: str
     reason: str
     transaction: JsonValue = None
-
-
-def request_subscription(base: str) -> str:
-    return f"{base}/{BRIDGE_LEVEL}/{REQUEST_LEVEL}/+"
-
-
-def response_topic(base: str, command: str) -> str:
-    # ``command`` is one level of a topic the broker delivered, so it holds no
-    # wildcard and no '/': it is safe to publish under as received.
-    return f"{base}/{BRIDGE_LEVEL}/{RESPONSE_LEVEL}/{command}"
-
-
-def command_of(base: str, topic: str) -> str | None:
-    """The command level of exactly ``<base>/bridge/request/<command>``, else None."""
-    prefix = f"{base}/{BRIDGE_LEVEL}/{REQUEST_LEVEL}/"
-    if not topic.startswith(prefix):
-        return None
-    command = topic[len(prefix) :]
-    return command if command and "/" not in command else None
 
 
 def _refuse_constant(name: str) -> float:
@@ -297,7 +276,7 @@ class BridgeRequests:
         reply: Callable[[str, bytes, bytes | None], bool],
         limits: RateLimits | None = None,
     ) -> None:
-        self._base = base
+        self._scheme = TopicScheme(base)
         self._actions = actions
         self._publish = publish
         self._reply = reply
@@ -306,14 +285,14 @@ class BridgeRequests:
         self._retained_logged: set[str] = set()
 
     def subscriptions(self) -> list[str]:
-        return [request_subscription(self._base)]
+        return [self._scheme.request_subscription()]
 
     def wants(self, topic: str) -> bool:
         """Whether ``topic`` is a request topic (the others go elsewhere)."""
-        return command_of(self._base, topic) is not None
+        return self._scheme.command_of(topic) is not None
 
     def on_message(self, message: IncomingMessage) -> None:
-        command = command_of(self._base, message.topic)
+        command = self._scheme.command_of(message.topic)
         if command is None:
             return
         if message.retained:
@@ -327,7 +306,7 @@ class BridgeRequests:
         if status == "error":
             log.info("bridge request refused", command=label, reason=error)
         payload = response_payload(status, data, error, request.transaction)
-        self._publish(response_topic(self._base, command), payload, False)
+        self._publish(self._scheme.response(command), payload, False)
         if message.response_topic:
             self._reply(message.response_topic, payload, message.correlation_data)
 

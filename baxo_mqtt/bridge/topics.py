@@ -38,6 +38,9 @@ AVAILABILITY_LEVEL = "$availability"
 SET_LEVEL = "set"
 RESULT_LEVEL = "result"
 HISTORY_LEVEL = "history"
+DEVICES_LEVEL = "devices"
+REQUEST_LEVEL = "request"
+RESPONSE_LEVEL = "response"
 
 _NEEDS_ESCAPE = re.compile("[%/+#\x00]")
 _ESCAPES = str.maketrans({"%": "%25", "/": "%2F", "+": "%2B", "#": "%23", "\x00": "%00"})
@@ -120,6 +123,26 @@ class TopicScheme:
     def bridge_info(self) -> str:
         return f"{self.base}/{BRIDGE_LEVEL}/info"
 
+    def bridge_devices(self) -> str:
+        return f"{self.base}/{BRIDGE_LEVEL}/{DEVICES_LEVEL}"
+
+    def request_subscription(self) -> str:
+        """Every ``<base>/bridge/request/<command>``."""
+        return f"{self.base}/{BRIDGE_LEVEL}/{REQUEST_LEVEL}/+"
+
+    def response(self, command: str) -> str:
+        # ``command`` is one level of a topic the broker delivered, so it holds no
+        # wildcard and no '/': it is safe to publish under as received.
+        return f"{self.base}/{BRIDGE_LEVEL}/{RESPONSE_LEVEL}/{command}"
+
+    def command_of(self, topic: str) -> str | None:
+        """The command level of exactly ``<base>/bridge/request/<command>``, else None."""
+        prefix = f"{self.base}/{BRIDGE_LEVEL}/{REQUEST_LEVEL}/"
+        if not topic.startswith(prefix):
+            return None
+        command = topic[len(prefix) :]
+        return command if command and "/" not in command else None
+
     def device(self, contract: str, device: str) -> str:
         contract_level = _level(contract, "contract")
         device_level = _level(device, "device")
@@ -155,6 +178,9 @@ class TopicScheme:
         if level is None:
             level = self._tag_levels[tag] = _level(tag, "tag reference")
         return f"{device_topic}/{level}"
+
+    def set_of(self, device_topic: str, tag: str) -> str:
+        return f"{self.tag_of(device_topic, tag)}/{SET_LEVEL}"
 
     def history_of(self, device_topic: str, tag: str) -> str:
         """The history stream's topic of a tag: ``<base>/<c>/<d>/<t>/history``."""

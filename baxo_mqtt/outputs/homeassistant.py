@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+import time
 from collections.abc import Callable
 
 import structlog
@@ -60,6 +61,10 @@ from baxo_mqtt.outputs.publishing import Publish
 log = structlog.get_logger(__name__)
 
 ANNOUNCE_DELAY_MAX_S = 5.0
+#: MQTT has no "end of retained messages": the stale configs the broker holds
+#: arrive some time after the subscription. The sweep waits at least this long
+#: after the start, at the first successful cycle after it.
+SWEEP_AFTER_S = 3.0
 
 
 def _random_delay() -> float:
@@ -75,6 +80,7 @@ class HomeAssistantDiscovery:
         publish: Publish,
         request_snapshot: Callable[[], None],
         delay_s: Callable[[], float] = _random_delay,
+        sweep_after_s: float = SWEEP_AFTER_S,
     ) -> None:
         self._options = options
         self._configs = DiscoveryConfigs(options)
@@ -92,13 +98,15 @@ class HomeAssistantDiscovery:
         self._lock = threading.Lock()
         self._retained: set[str] = set()  # our config topics found retained on the broker
         self._swept = False
+        self._started_at = time.monotonic()
+        self._sweep_after_s = sweep_after_s
         self._timer: threading.Timer | None = None
         self._closed = False
 
     # --- the Output protocol ------------------------------------------------
 
     def start(self) -> None:
-        pass
+        self._started_at = time.monotonic()  # the link subscribes about now
 
     def close(self) -> None:
         with self._lock:
@@ -140,7 +148,11 @@ class HomeAssistantDiscovery:
                 self._send(self._configs.bridge())
         elif isinstance(event, CycleDone):
             self._retry_unsent()
-            if event.succeeded and self._discovered:
+            if (
+                event.succeeded
+                and self._discovered
+                and time.monotonic() - self._started_at >= self._sweep_after_s
+            ):
                 self._sweep()
         elif isinstance(event, Snapshot):
             self._on_snapshot(event)

@@ -31,7 +31,7 @@ from baxo_mqtt.bridge.catalog import DeviceEntry
 from baxo_mqtt.bridge.commands import WriteRules
 from baxo_mqtt.bridge.payloads import PayloadForm
 from baxo_mqtt.bridge.tagmeta import TagMeta, TagMetadata, typed_value
-from baxo_mqtt.bridge.topics import AVAILABILITY_LEVEL, SET_LEVEL, TopicScheme, escape_segment
+from baxo_mqtt.bridge.topics import TopicScheme
 from baxo_mqtt.outputs.inventory import tag_writable
 
 Component = Literal["sensor", "number", "text", "binary_sensor"]
@@ -184,13 +184,13 @@ class DiscoveryConfigs:
         meta = options.tags.for_tag(tag)
         node = self.node_of(entry)
         obj = object_id(tag)
-        state_topic = f"{entry.topic}/{escape_segment(tag)}"
+        state_topic = self._scheme.tag_of(entry.topic, tag)
         common: ConfigDocument = {
             "name": tag,
             "state_topic": state_topic,
             "availability": [
                 {"topic": self._scheme.bridge_state()},
-                {"topic": f"{entry.topic}/{AVAILABILITY_LEVEL}"},
+                {"topic": self._scheme.availability_of(entry.topic)},
             ],
             "availability_mode": "all",
             "device": self._device(entry, node),
@@ -212,7 +212,7 @@ class DiscoveryConfigs:
         configs = [Config(self.config_topic("sensor", node, obj), sensor)]
         if not tag_writable(options.writes, tag):
             return configs
-        command: ConfigDocument = {"command_topic": f"{state_topic}/{SET_LEVEL}"}
+        command: ConfigDocument = {"command_topic": self._scheme.set_of(entry.topic, tag)}
         if numeric:
             # A number takes only some of the sensor device classes, and one it
             # does not know makes Home Assistant refuse the whole config: the

@@ -33,7 +33,7 @@ from baxo_mqtt.bridge.events import (
     TagsGone,
 )
 from baxo_mqtt.bridge.store import DeviceKey
-from baxo_mqtt.bridge.topics import BRIDGE_LEVEL
+from baxo_mqtt.bridge.topics import TopicScheme
 
 
 def tag_writable(rules: WriteRules, tag: str) -> bool:
@@ -52,7 +52,7 @@ class InventoryOptions:
 
     @property
     def topic(self) -> str:
-        return f"{self.base_topic}/{BRIDGE_LEVEL}/devices"
+        return TopicScheme(self.base_topic).bridge_devices()
 
 
 def inventory_payload(

@@ -186,7 +186,7 @@ def stale(topic: str, payload: bytes | None = None) -> IncomingMessage:
 
 def test_at_start_stale_configs_of_ours_are_cleared_after_the_first_good_cycle() -> None:
     broker = Broker()
-    output = HomeAssistantDiscovery(OPTIONS, broker.publish, lambda: None)
+    output = HomeAssistantDiscovery(OPTIONS, broker.publish, lambda: None, sweep_after_s=0.0)
     gone_device = "homeassistant/sensor/baxo_c-1_777/TEMP/config"
     gone_tag = "homeassistant/sensor/baxo_c-1_14587/OLD/config"
     quiet_device = "homeassistant/sensor/baxo_c-1_900/LEVEL/config"

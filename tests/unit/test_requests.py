@@ -16,11 +16,11 @@ from baxo_mqtt.bridge.requests import (
     RateLimits,
     Request,
     RequestActions,
-    command_of,
     decode_request,
     response_payload,
 )
 from baxo_mqtt.bridge.requests import JsonValue as RequestJson
+from baxo_mqtt.bridge.topics import TopicScheme
 
 BASE = "baxo"
 KNOWN_DEVICE = ("c-1", "14587")
@@ -97,10 +97,10 @@ def test_subscribes_to_every_request_command() -> None:
 
 
 def test_command_is_read_from_exactly_the_request_level() -> None:
-    assert command_of(BASE, "baxo/bridge/request/health") == "health"
-    assert command_of(BASE, "baxo/bridge/request/a/b") is None
-    assert command_of(BASE, "baxo/bridge/request/") is None
-    assert command_of(BASE, "other/bridge/request/health") is None
+    assert TopicScheme(BASE).command_of("baxo/bridge/request/health") == "health"
+    assert TopicScheme(BASE).command_of("baxo/bridge/request/a/b") is None
+    assert TopicScheme(BASE).command_of("baxo/bridge/request/") is None
+    assert TopicScheme(BASE).command_of("other/bridge/request/health") is None
 
 
 def test_health_answers_with_the_bridge_figures_and_echoes_the_transaction() -> None:
