@@ -106,7 +106,7 @@ def test_a_running_bridges_metrics_page_lints_clean(
 def test_the_alert_rules_are_valid() -> None:
     result = promtool("check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 6 rules found" in result.stdout
+    assert "SUCCESS: 7 rules found" in result.stdout
 
 
 @needs_promtool
@@ -125,6 +125,7 @@ def test_the_rules_cover_every_promised_alert() -> None:
         "BaxoMqttPollsStale",
         "BaxoMqttHistoryLagging",
         "BaxoMqttWritesFailing",
+        "BaxoMqttPollOverruns",
     ]
     tested = set(re.findall(r"alertname: (\w+)", RULE_TESTS.read_text()))
     assert tested == set(alerts)
