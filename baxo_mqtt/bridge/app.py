@@ -25,6 +25,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -62,11 +63,12 @@ from baxo_mqtt.outputs.history import HistoryStream
 from baxo_mqtt.outputs.homeassistant import HomeAssistantDiscovery
 from baxo_mqtt.outputs.inventory import InventoryOptions, InventoryOutput
 from baxo_mqtt.outputs.plain import PlainTopics
-from baxo_mqtt.outputs.sparkplug.naming import device_names
-from baxo_mqtt.outputs.sparkplug.output import SparkplugOutput
 from baxo_mqtt.settings import Settings, tag_metadata_from
 from baxo_mqtt.state import StateDirectory, resolve_state_dir
 from baxo_mqtt.systemd import SystemdNotifier
+
+if TYPE_CHECKING:  # imported when the edge node is on: protobuf alone is some 8 MB
+    from baxo_mqtt.outputs.sparkplug.output import SparkplugOutput
 
 log = structlog.get_logger(__name__)
 
@@ -218,6 +220,8 @@ class Bridge:
         return self.history
 
     def _sparkplug(self, state: StateDirectory) -> SparkplugOutput:
+        from baxo_mqtt.outputs.sparkplug.output import SparkplugOutput
+
         metrics = self.metrics
         self.sparkplug = SparkplugOutput(
             sparkplug_options_from(self.settings),
@@ -395,6 +399,8 @@ class Bridge:
         """Two devices with one Sparkplug name are refused at start, like a topic clash."""
         if not self.settings.sparkplug.enabled:
             return
+        from baxo_mqtt.outputs.sparkplug.naming import device_names
+
         template = self.settings.sparkplug.device_id
         _, problems = device_names(template, self.poller.catalog.entries.values())
         if problems:
