@@ -8,8 +8,6 @@ import re
 import shutil
 import subprocess
 import tomllib
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ import pytest
 
 from baxo_mqtt.metrics import Metrics
 from baxo_mqtt.simulator.http import SimulatorServer
-from tests.support.daemon import ConfigFor, DaemonProcess
+from tests.support.daemon import ConfigFor, DaemonProcess, http_get
 from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,16 +38,6 @@ def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProces
     return subprocess.run(
         [PROMTOOL, *args], input=stdin, capture_output=True, text=True, timeout=60, check=False
     )
-
-
-def http_get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (a test URL)
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except OSError:
-        return 0, ""
 
 
 def dashboard_exprs() -> list[str]:
