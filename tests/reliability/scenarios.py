@@ -754,4 +754,8 @@ def write_ordering(world: Rig, scale: Scale, record: Record) -> None:
 
 # The scenarios of the other outputs register themselves with ``@scenario`` on import;
 # they need the names above, so they come last.
-from tests.reliability import request_scenarios, sparkplug_scenarios  # noqa: E402, F401
+from tests.reliability import (  # noqa: E402, F401
+    dcmd_scenarios,
+    request_scenarios,
+    sparkplug_scenarios,
+)

@@ -11,9 +11,10 @@ import itertools
 import random
 import time
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from baxo_mqtt.outputs.sparkplug.codec import (
     BD_SEQ,
@@ -46,9 +47,20 @@ class NodeMessage:
         return None
 
 
-def sparkplug_config(world: Rig, state_dir: Path) -> tuple[Path, str]:
+def sparkplug_config(
+    world: Rig, state_dir: Path, *, write: Mapping[str, Any] | None = None, device_id: str = ""
+) -> tuple[Path, str]:
     """A configuration with the edge node on and a state directory; (path, edge node id)."""
-    config = world.config(sparkplug={"enabled": True}, state={"dir": str(state_dir)})
+    sparkplug: dict[str, Any] = {"enabled": True}
+    if device_id:
+        sparkplug["device_id"] = device_id
+    sections: dict[str, Mapping[str, Any]] = {
+        "sparkplug": sparkplug,
+        "state": {"dir": str(state_dir)},
+    }
+    if write is not None:
+        sections["write"] = write
+    config = world.config(**sections)
     with config.open("rb") as file:
         client_id: str = tomllib.load(file)["mqtt"]["client_id"]
     return config, client_id
