@@ -57,6 +57,7 @@ class Scale:
     kills: int = 5
     request_messages: int = 300
     dcmd_messages: int = 1000
+    history_lookback_s: int = 86_400
 
 
 CI = Scale("ci", restarts=3, storm_s=20, fuzz_messages=10_000, sigterm_runs=30, soak_s=45)
@@ -70,6 +71,7 @@ FULL = Scale(
     kills=20,
     request_messages=3000,
     dcmd_messages=10_000,
+    history_lookback_s=7 * 86_400,
 )
 
 
@@ -756,6 +758,7 @@ def write_ordering(world: Rig, scale: Scale, record: Record) -> None:
 # they need the names above, so they come last.
 from tests.reliability import (  # noqa: E402, F401
     dcmd_scenarios,
+    history_scenarios,
     request_scenarios,
     sparkplug_scenarios,
 )
