@@ -27,6 +27,9 @@ PROGRESS_SLACK_S = 2.5
 #: Samples this close to the lookback's edge may fall either side of it.
 EDGE_S = 180
 LOG_PERIOD_S = 60.0
+#: Added to every API answer, so the catch-up (one request per window) lasts
+#: seconds, not a fraction of one, and the kill lands inside it.
+CATCH_UP_LATENCY_S = 0.3
 
 
 def samples_received(messages: Iterable[Message]) -> list[Sample]:
@@ -76,6 +79,7 @@ def history_kill9(world: Rig, scale: Scale, record: Record) -> None:
     first_start = baxo_now()
     window_start = first_start - scale.history_lookback_s + EDGE_S
     backlog = recorded_history(world, tags, window_start, first_start)
+    world.simulator.set_faults(latency_s=CATCH_UP_LATENCY_S)
     daemon = world.start_daemon(config)
     # The kill lands somewhere in the first third of the backlog.
     due_before_kill = max(1, len(backlog) // 3)
@@ -86,6 +90,7 @@ def history_kill9(world: Rig, scale: Scale, record: Record) -> None:
     time.sleep(PROGRESS_SLACK_S)
     daemon.kill()
     before_kill = samples_received(watcher.messages)
+    world.simulator.clear_faults()
     restarted = world.start_daemon(config)
     window_end = baxo_now() - 5
     expected = recorded_history(world, tags, window_start, window_end)
