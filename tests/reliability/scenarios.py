@@ -54,10 +54,25 @@ class Scale:
     fuzz_messages: int
     sigterm_runs: int
     soak_s: float
+    kills: int = 5
+    request_messages: int = 300
+    dcmd_messages: int = 1000
+    history_lookback_s: int = 86_400
 
 
 CI = Scale("ci", restarts=3, storm_s=20, fuzz_messages=10_000, sigterm_runs=30, soak_s=45)
-FULL = Scale("full", restarts=20, storm_s=600, fuzz_messages=10_000, sigterm_runs=30, soak_s=1800)
+FULL = Scale(
+    "full",
+    restarts=20,
+    storm_s=600,
+    fuzz_messages=10_000,
+    sigterm_runs=30,
+    soak_s=1800,
+    kills=20,
+    request_messages=3000,
+    dcmd_messages=10_000,
+    history_lookback_s=7 * 86_400,
+)
 
 
 @dataclass
@@ -737,3 +752,13 @@ def write_ordering(world: Rig, scale: Scale, record: Record) -> None:
     record.figure("writes", len(written))
     record.figure("in_order", written == list(range(count)) and answered == list(range(count)))
     alive(record, daemon)
+
+
+# The scenarios of the other outputs register themselves with ``@scenario`` on import;
+# they need the names above, so they come last.
+from tests.reliability import (  # noqa: E402, F401
+    dcmd_scenarios,
+    history_scenarios,
+    request_scenarios,
+    sparkplug_scenarios,
+)
