@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any
@@ -26,35 +25,6 @@ from tests.support.simhttp import (
     Account,
     call,
 )
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def fleet(clock: FakeClock) -> Fleet:
-    return Fleet.generate(contracts=2, devices=6, tags=4, seed=3, password=PASSWORD, clock=clock)
-
-
-@pytest.fixture
-def simulator(fleet: Fleet) -> Iterator[SimulatorServer]:
-    with SimulatorServer(fleet) as server:
-        yield server
-
-
-@pytest.fixture
-def session() -> Iterator[requests.Session]:
-    with requests.Session() as http:
-        yield http
-
-
-@pytest.fixture
-def account(fleet: Fleet) -> Account:
-    contract_id = fleet.contracts()[0].id
-    return Account(contract_id, [device.id for device in fleet.devices(contract_id)])
-
 
 # --- operations -------------------------------------------------------------------
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,35 +21,6 @@ from tests.support.simhttp import (
     call,
     control_url,
 )
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def fleet(clock: FakeClock) -> Fleet:
-    return Fleet.generate(contracts=2, devices=6, tags=4, seed=3, password=PASSWORD, clock=clock)
-
-
-@pytest.fixture
-def simulator(fleet: Fleet) -> Iterator[SimulatorServer]:
-    with SimulatorServer(fleet) as server:
-        yield server
-
-
-@pytest.fixture
-def session() -> Iterator[requests.Session]:
-    with requests.Session() as http:
-        yield http
-
-
-@pytest.fixture
-def account(fleet: Fleet) -> Account:
-    contract_id = fleet.contracts()[0].id
-    return Account(contract_id, [device.id for device in fleet.devices(contract_id)])
-
 
 # --- faults ---------------------------------------------------------------------
 
