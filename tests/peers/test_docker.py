@@ -13,18 +13,22 @@ import itertools
 import json
 import os
 import subprocess
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from baxo_mqtt.baxo.models import BAXO_EPOCH_UNIX
+from baxo_mqtt.outputs.history import NAMESPACE as HISTORY_NAMESPACE
+from baxo_mqtt.outputs.history_cursors import decode_key
 from baxo_mqtt.outputs.sparkplug.codec import decode_payload
 from baxo_mqtt.ports import free_port
 from baxo_mqtt.simulator.fleet import DEFAULT_PASSWORD, DEFAULT_USERNAME
 from baxo_mqtt.simulator.http import SimulatorServer
 from tests.support.broker import Broker
-from tests.support.daemon import http_get
+from tests.support.daemon import MakeSimulator, http_get
 from tests.support.docker_engine import (
     DockerEngine,
     base_image,
@@ -304,6 +308,121 @@ def test_the_sparkplug_bdseq_outlives_a_container_replacement(
         assert again == (first_bd_seq + 1) % 256
     finally:
         host.close()
+
+
+# --- the history stream across a container replacement -----------------------------------
+
+LOG_STEP_S = 10  # the simulator's loggers record, and transmit, a sample this often
+
+
+def history_topics(simulator: SimulatorServer) -> set[str]:
+    fleet = simulator.fleet
+    return {
+        f"baxo/{contract.id}/{device.id}/{tag}/history"
+        for contract in fleet.contracts()
+        for device in fleet.devices(contract.id)
+        for tag in fleet.tags(contract.id, device.id)
+    }
+
+
+def baxo_now(simulator: SimulatorServer) -> int:
+    return int(simulator.fleet.clock()) - BAXO_EPOCH_UNIX
+
+
+def stamps_per_topic(messages: list[Message]) -> dict[str, list[int]]:
+    seen: dict[str, list[int]] = defaultdict(list)
+    for message in messages:
+        seen[message.topic].append(json.loads(message.payload)["baxo_timestamp"])
+    return seen
+
+
+def delivered_through(watcher: Watcher, topics: set[str], upto: int, start: int) -> bool:
+    """Every topic has a sample at or after ``upto`` among the messages from ``start`` on."""
+    seen = stamps_per_topic(watcher.messages[start:])
+    return all(seen[topic] and max(seen[topic]) >= upto for topic in topics)
+
+
+def cursors_in_volume(containers: Containers, mount: str, image: str) -> dict[str, int]:
+    """The newest acknowledged sample per history topic, read from the volume's database."""
+    run = (mount, "--entrypoint=python3", image, "-c", _STATE_SCRIPT, "load", HISTORY_NAMESPACE)
+    stored = json.loads(containers.run("--rm", *run, detach=False))
+    newest: dict[str, int] = {}
+    for key, cursor in stored.items():
+        contract, device, tag = decode_key(key)
+        if tag and isinstance(cursor, dict) and isinstance(cursor["newest"], int):
+            newest[f"baxo/{contract}/{device}/{tag}/history"] = cursor["newest"]
+    return newest
+
+
+def stop_cleanly(name: str) -> None:
+    docker("stop", "--time=10", name, timeout=30)
+    assert inspect(name)["State"]["ExitCode"] == 0, docker("logs", name).stderr
+
+
+def test_history_cursors_outlive_a_container_replacement(
+    image: str,
+    containers: Containers,
+    bridge_options: BridgeOptions,
+    broker: Broker,
+    make_simulator: MakeSimulator,
+) -> None:
+    simulator = make_simulator(
+        contracts=1, devices=3, tags=2, seed=8,
+        log_period_s=LOG_STEP_S, transmit_period_s=LOG_STEP_S,
+    )  # fmt: skip
+    topics = history_topics(simulator)
+    mount = f"--volume={containers.volume()}:{STATE_DIR}"
+    history = {"STREAM": "true", "LOOKBACK_S": "300", "INTERVAL_S": "1", "OVERLAP_S": "60"}
+    run = (
+        *bridge_options(simulator),
+        *(f"--env=BAXO_MQTT_HISTORY__{key}={value}" for key, value in history.items()),
+        "--env=BAXO_MQTT_PUBLISH__ENABLED=false",
+        mount,
+        image,
+    )
+    watcher = Watcher(broker.port, "baxo/+/+/+/history")
+    try:
+        started = baxo_now(simulator)
+        first = containers.run(*run)
+        wait_until(lambda: delivered_through(watcher, topics, started, 0), 60, "the catch-up")
+        stop_cleanly(first)
+        docker("rm", first)
+        # What the next container will start from: the database on the volume,
+        # holding exactly what the subscriber got, acknowledged before the stop.
+        recorded = cursors_in_volume(containers, mount, image)
+        handover = watcher.mark()
+        before = stamps_per_topic(watcher.messages[:handover])
+        assert recorded == {topic: max(stamps) for topic, stamps in before.items()}
+        assert set(recorded) == topics
+        # Samples the loggers record while no bridge runs must come with the next one.
+        wait_until(
+            lambda: baxo_now(simulator) > max(recorded.values()) + LOG_STEP_S,
+            3 * LOG_STEP_S,
+            "a sample recorded between the two containers",
+            poll_s=0.2,
+        )
+
+        second = containers.run(*run)
+        restarted = baxo_now(simulator)
+        wait_until(
+            lambda: delivered_through(watcher, topics, restarted + LOG_STEP_S, handover),
+            60,
+            "the new container's catch-up and a live sample",
+        )
+        stop_cleanly(second)
+        after = stamps_per_topic(watcher.messages[handover:])
+    finally:
+        watcher.close()
+
+    for topic in topics:
+        # Resumed at the sample after the cursor: nothing sent again, nothing skipped.
+        assert after[topic][0] == recorded[topic] + LOG_STEP_S, topic
+        combined = before[topic] + after[topic]
+        assert combined == sorted(set(combined)), f"{topic}: out of order or sent twice"
+        span = range(combined[0], combined[-1] + LOG_STEP_S, LOG_STEP_S)
+        assert combined == list(span), f"{topic}: lost {sorted(set(span) - set(combined))[:5]}"
+    # The second container recorded its own progress in the same database.
+    assert cursors_in_volume(containers, mount, image) == {t: after[t][-1] for t in topics}
 
 
 # --- compose.yaml, run by docker-compose ----------------------------------------------------
