@@ -13,14 +13,12 @@ import itertools
 import json
 import os
 import subprocess
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from baxo_mqtt.baxo.models import BAXO_EPOCH_UNIX
 from baxo_mqtt.outputs.history import NAMESPACE as HISTORY_NAMESPACE
 from baxo_mqtt.outputs.history_cursors import decode_key
 from baxo_mqtt.outputs.sparkplug.codec import decode_payload
@@ -39,6 +37,7 @@ from tests.support.docker_engine import (
     docker_compose,
     prepare_offline_build,
 )
+from tests.support.history_stream import expected_topics, now_baxo, stamps_of
 from tests.support.waiting import wait_until
 from tests.support.watcher import Message, Watcher
 
@@ -315,30 +314,9 @@ def test_the_sparkplug_bdseq_outlives_a_container_replacement(
 LOG_STEP_S = 10  # the simulator's loggers record, and transmit, a sample this often
 
 
-def history_topics(simulator: SimulatorServer) -> set[str]:
-    fleet = simulator.fleet
-    return {
-        f"baxo/{contract.id}/{device.id}/{tag}/history"
-        for contract in fleet.contracts()
-        for device in fleet.devices(contract.id)
-        for tag in fleet.tags(contract.id, device.id)
-    }
-
-
-def baxo_now(simulator: SimulatorServer) -> int:
-    return int(simulator.fleet.clock()) - BAXO_EPOCH_UNIX
-
-
-def stamps_per_topic(messages: list[Message]) -> dict[str, list[int]]:
-    seen: dict[str, list[int]] = defaultdict(list)
-    for message in messages:
-        seen[message.topic].append(json.loads(message.payload)["baxo_timestamp"])
-    return seen
-
-
 def delivered_through(watcher: Watcher, topics: set[str], upto: int, start: int) -> bool:
     """Every topic has a sample at or after ``upto`` among the messages from ``start`` on."""
-    seen = stamps_per_topic(watcher.messages[start:])
+    seen = stamps_of(watcher.messages[start:])
     return all(seen[topic] and max(seen[topic]) >= upto for topic in topics)
 
 
@@ -370,7 +348,7 @@ def test_history_cursors_outlive_a_container_replacement(
         contracts=1, devices=3, tags=2, seed=8,
         log_period_s=LOG_STEP_S, transmit_period_s=LOG_STEP_S,
     )  # fmt: skip
-    topics = history_topics(simulator)
+    topics = expected_topics(simulator)
     mount = f"--volume={containers.volume()}:{STATE_DIR}"
     history = {"STREAM": "true", "LOOKBACK_S": "300", "INTERVAL_S": "1", "OVERLAP_S": "60"}
     run = (
@@ -382,7 +360,7 @@ def test_history_cursors_outlive_a_container_replacement(
     )
     watcher = Watcher(broker.port, "baxo/+/+/+/history")
     try:
-        started = baxo_now(simulator)
+        started = now_baxo(simulator)
         first = containers.run(*run)
         wait_until(lambda: delivered_through(watcher, topics, started, 0), 60, "the catch-up")
         stop_cleanly(first)
@@ -391,26 +369,26 @@ def test_history_cursors_outlive_a_container_replacement(
         # holding exactly what the subscriber got, acknowledged before the stop.
         recorded = cursors_in_volume(containers, mount, image)
         handover = watcher.mark()
-        before = stamps_per_topic(watcher.messages[:handover])
+        before = stamps_of(watcher.messages[:handover])
         assert recorded == {topic: max(stamps) for topic, stamps in before.items()}
         assert set(recorded) == topics
         # Samples the loggers record while no bridge runs must come with the next one.
         wait_until(
-            lambda: baxo_now(simulator) > max(recorded.values()) + LOG_STEP_S,
+            lambda: now_baxo(simulator) > max(recorded.values()) + LOG_STEP_S,
             3 * LOG_STEP_S,
             "a sample recorded between the two containers",
             poll_s=0.2,
         )
 
         second = containers.run(*run)
-        restarted = baxo_now(simulator)
+        restarted = now_baxo(simulator)
         wait_until(
             lambda: delivered_through(watcher, topics, restarted + LOG_STEP_S, handover),
             60,
             "the new container's catch-up and a live sample",
         )
         stop_cleanly(second)
-        after = stamps_per_topic(watcher.messages[handover:])
+        after = stamps_of(watcher.messages[handover:])
     finally:
         watcher.close()
 
