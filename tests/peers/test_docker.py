@@ -35,6 +35,7 @@ from tests.support.docker_engine import (
     docker,
     docker_binary,
     docker_compose,
+    docker_compose_binary,
     prepare_offline_build,
 )
 from tests.support.history_stream import expected_topics, now_baxo, stamps_of
@@ -492,6 +493,7 @@ class ComposeProject:
 def compose_project(image: str, tmp_path: Path) -> Iterator[tuple[ComposeProject, Broker]]:
     """The project, and a broker the test watches and its containers reach at the gateway."""
     # ``image``: the engine, the offline base and the wheelhouse made ready, once.
+    docker_compose_binary()  # skips here, before anything is made, when there is none
     project = ComposeProject(tmp_path)
     try:
         container_port = free_port()

@@ -69,17 +69,21 @@ def docker(
     return _run_client([docker_binary(), *args], timeout, check, {})
 
 
+def docker_compose_binary() -> str:
+    """Debian's docker-compose 1.29 (the "docker compose" plugin is not in Debian)."""
+    found = shutil.which("docker-compose")
+    if found is None:
+        pytest.skip("docker-compose is not installed (Debian package: scripts/setup-docker)")
+    return found
+
+
 def docker_compose(
     *args: str,
     timeout: float = 120,
     check: bool = True,
     environment: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Debian's docker-compose 1.29 (the "docker compose" plugin is not in Debian)."""
-    found = shutil.which("docker-compose")
-    if found is None:
-        pytest.skip("docker-compose is not installed (Debian package: scripts/setup-docker)")
-    return _run_client([found, *args], timeout, check, environment or {})
+    return _run_client([docker_compose_binary(), *args], timeout, check, environment or {})
 
 
 def engine_answers() -> bool:
