@@ -12,16 +12,15 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from baxo_mqtt.baxo.models import BAXO_EPOCH_UNIX
 from baxo_mqtt.outputs.history import NAMESPACE
 from baxo_mqtt.simulator import SimulatorServer
 from baxo_mqtt.state import StateDirectory
 from tests.support.broker import Broker
 from tests.support.daemon import ConfigFor, MakeSimulator, StartDaemon
+from tests.support.history_stream import expected_topics, now_baxo, stamps_of
 from tests.support.waiting import wait_until
 from tests.support.watcher import Watcher
 
@@ -51,20 +50,6 @@ def by_topic(watcher: Watcher, start: int = 0) -> dict[str, list[tuple[int, byte
     for message in list(watcher.messages)[start:]:
         seen[message.topic].append((json.loads(message.payload)["baxo_timestamp"], message.payload))
     return seen
-
-
-def expected_topics(simulator: SimulatorServer) -> set[str]:
-    fleet = simulator.fleet
-    return {
-        f"baxo/{contract.id}/{device.id}/{tag}/history"
-        for contract in fleet.contracts()
-        for device in fleet.devices(contract.id)
-        for tag in fleet.tags(contract.id, device.id)
-    }
-
-
-def now_baxo(simulator: SimulatorServer) -> int:
-    return int(simulator.fleet.clock()) - BAXO_EPOCH_UNIX
 
 
 @pytest.fixture
@@ -188,13 +173,6 @@ def test_kill_9_mid_catch_up_loses_nothing_and_resends_only_recent_progress(
             assert all(stamp > recorded.get(topic, -1) for stamp in twice), topic
     finally:
         watcher.close()
-
-
-def stamps_of(messages: list[Any]) -> dict[str, list[int]]:
-    seen: dict[str, list[int]] = defaultdict(list)
-    for message in messages:
-        seen[message.topic].append(json.loads(message.payload)["baxo_timestamp"])
-    return seen
 
 
 def test_a_broker_outage_ends_with_every_missed_sample_published(

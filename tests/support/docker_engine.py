@@ -9,7 +9,8 @@ the suite's mosquitto and simulator on 127.0.0.1.
 The image builds offline: its base is a Debian bookworm root made by
 mmdebstrap and imported with ``docker import``, and its Python packages come
 from a wheelhouse built on the host; both are made once by
-scripts/setup-docker and cached under .cache/docker/.
+scripts/setup-docker and cached under .cache/docker/. compose.yaml runs
+under Debian's docker-compose 1.29, which scripts/setup-docker installs too.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -44,22 +46,44 @@ def docker_binary() -> str:
     return found
 
 
-def docker(
-    *args: str, timeout: float = 120, check: bool = True
+def _run_client(
+    argv: list[str], timeout: float, check: bool, environment: Mapping[str, str]
 ) -> subprocess.CompletedProcess[str]:
     # The classic builder: BuildKit needs the buildx plugin, which Debian ships apart.
-    environment = {**os.environ, "DOCKER_BUILDKIT": "0"}
     result = subprocess.run(
-        [docker_binary(), *args],
+        argv,
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
-        env=environment,
+        env={**os.environ, "DOCKER_BUILDKIT": "0", **environment},
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+        raise AssertionError(f"{' '.join(argv)} failed:\n{result.stdout}{result.stderr}")
     return result
+
+
+def docker(
+    *args: str, timeout: float = 120, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    return _run_client([docker_binary(), *args], timeout, check, {})
+
+
+def docker_compose_binary() -> str:
+    """Debian's docker-compose 1.29 (the "docker compose" plugin is not in Debian)."""
+    found = shutil.which("docker-compose")
+    if found is None:
+        pytest.skip("docker-compose is not installed (Debian package: scripts/setup-docker)")
+    return found
+
+
+def docker_compose(
+    *args: str,
+    timeout: float = 120,
+    check: bool = True,
+    environment: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    return _run_client([docker_compose_binary(), *args], timeout, check, environment or {})
 
 
 def engine_answers() -> bool:
@@ -146,10 +170,16 @@ def base_image() -> str:
     return name
 
 
-def build_image(context: Path, tag: str) -> str:
-    """The repository's Dockerfile, built from a copy of the tree plus the wheelhouse."""
+def copy_of_the_tree(context: Path) -> Path:
+    """The repository at ``context``, with the wheelhouse a build installs from."""
     shutil.copytree(REPO, context, ignore=NOT_IN_CONTEXT)
     shutil.copytree(WHEELHOUSE, context / "wheelhouse")
+    return context
+
+
+def build_image(context: Path, tag: str) -> str:
+    """The repository's Dockerfile, built from a copy of the tree plus the wheelhouse."""
+    copy_of_the_tree(context)
     docker(
         "build",
         "--network=host",
