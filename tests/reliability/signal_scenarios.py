@@ -547,6 +547,7 @@ def kill9_every_output(world: Rig, scale: Scale, record: Record) -> None:
     window_start = baxo_now() - lookback + EDGE_S
     world.simulator.set_faults(latency_s=LATENCY_S)
     kills: list[Kill] = []
+    opened = 0
     for number in range(scale.kills):
         marks = (cue.states.mark(), node.mark())
         daemon = start_daemon(world, lane, state_dir, lookback, KILL9_SPAN_S)
@@ -559,6 +560,7 @@ def kill9_every_output(world: Rig, scale: Scale, record: Record) -> None:
         mark = delivered_mark(publisher, history, number)
         try:
             cursors = recorded_cursors(state_dir, world.workdir / f"after-kill-{number}")
+            opened += 1
         except ConfigError as error:
             record.expect(False, f"kill {number + 1}: the state database does not open: {error}")
             cursors = {}
@@ -582,6 +584,7 @@ def kill9_every_output(world: Rig, scale: Scale, record: Record) -> None:
     received = samples_received(history.messages)
     if len(received) != len(history.messages):
         raise AssertionError("a message on the history topics that is not a sample")
+    record.figure("db_opened", f"{opened}/{scale.kills}")
     judge_kills(record, received, decoded(node.messages, lane.edge_node, record), kills, expected)
     record.figure("lookback_s", lookback)
     alive(record, final)
@@ -621,6 +624,7 @@ def judge_kills(
     record.figure("missing", len(missing))
     record.figure("duplicates", sum(n - 1 for n in counts.values() if n > 1))
     record.figure("sent_again", len(again))
+    record.figure("recorded_unreceived", len(unreceived))
     record.figure("nbirths", len(nbirths))
     record.figure("bdseq", f"{min(nbirths)}-{max(nbirths)}" if nbirths else "none")
     record.figure("reused", len(reused))
