@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.reliability import signal_scenarios  # noqa: F401 (registers its scenarios)
 from tests.reliability.scenarios import CI, SCENARIOS, Record, run_one
 
 
