@@ -21,6 +21,11 @@ The rules it keeps (interface.md, "Sparkplug B"):
   0 (bad); ``Quality`` 192 (good) marks its return.
 * A device with a new tag is born again (DBIRTH): Sparkplug metrics exist
   only from a birth on.
+* Samples of the history stream older than their metric's current value go
+  out as historical DDATA, oldest first, ``HISTORY_BATCH`` metrics a message,
+  once their device is born; until then they wait in ``backlog.py``, and what
+  does not fit in its memory is read again from the API (``Reread``). A
+  rebirth sends the births again, not the history already sent.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from baxo_mqtt.bridge.messages import IncomingMessage
 from baxo_mqtt.bridge.store import DeviceKey, StoredValue
 from baxo_mqtt.bridge.tagmeta import TagMetadata
 from baxo_mqtt.outputs.sparkplug import codec, naming
+from baxo_mqtt.outputs.sparkplug.backlog import Current, HistoryBacklog, Ready, Reread
 from baxo_mqtt.outputs.sparkplug.codec import DataType, Metric, Property, SparkplugDecodeError
 from baxo_mqtt.outputs.sparkplug.options import SparkplugOptions
 from baxo_mqtt.state import JsonValue
@@ -59,6 +65,10 @@ QUALITY_GOOD = 192
 REBIRTH_MERGE_MS = 1_000
 #: The most metrics one historical DDATA carries.
 HISTORY_BATCH = 500
+#: Historical samples that may wait in memory for their births (some 3 MB): two of
+#: the API's pages, what the history stream can publish while the node connects at
+#: a first start. More wait as spans, read again from the API.
+HISTORY_HELD = 20_000
 #: The state directory namespaces of the node.
 NODE_NAMESPACE = "sparkplug"
 METRICS_NAMESPACE = "sparkplug.metrics"
@@ -190,6 +200,9 @@ class EdgeNode:
         tagmeta: TagMetadata,
         memory: MetricMemory,
         now_ms: Callable[[], int],
+        *,
+        history: bool = True,
+        history_held: int = HISTORY_HELD,
     ) -> None:
         self._options = options
         self._tagmeta = tagmeta
@@ -215,6 +228,10 @@ class EdgeNode:
             naming.state_topic(options.primary_host_id) if options.primary_host_id else None
         )
         self._dcmd_prefix = self.dcmd_filter[:-1]
+        # With the history stream off nothing is handed over, and nothing is kept for it.
+        self._history = history
+        self._backlog = HistoryBacklog(history_held)
+        self._spill_logged = False
 
     # --- the connection --------------------------------------------------------
 
@@ -295,18 +312,30 @@ class EdgeNode:
         for device in self._devices.values():
             device.born = False
             if device.should_live:
-                out.append(self._dbirth(device))
+                out += self._dbirth(device)
         return out
 
-    def _dbirth(self, device: _Device) -> Outgoing:
+    def _dbirth(self, device: _Device) -> list[Outgoing]:
+        """A device's birth, then the history that waited for it."""
         self._ensure_metrics(device, device.values)
         metrics = [
             self._metric(device, tag, stored, named=True) for tag, stored in device.values.items()
         ]
         device.born = True
-        return self._device_message(
+        birth = self._device_message(
             device, "DBIRTH", codec.encode_dbirth(self._now_ms(), self._next_seq(), metrics)
         )
+        return [birth, *self._after_live(device, device.values)]
+
+    def _after_live(self, device: _Device, values: Mapping[str, StoredValue]) -> list[Outgoing]:
+        """These values went out live: the history that waited behind them may go now."""
+        if not self._history:
+            return []
+        self._backlog.went_live(device.key, {tag: ts for tag, (_, ts, _) in values.items()})
+        if not self._backlog.waiting(device.key):
+            return []  # the common case, kept cheap: nothing waits
+        ready = self._backlog.release(device.key, self._current(device), values)
+        return self._historical(device, ready)
 
     def _ensure_metrics(self, device: _Device, values: Mapping[str, StoredValue]) -> bool:
         """Give every new tag its alias and datatype; True when there was one."""
@@ -403,9 +432,10 @@ class EdgeNode:
                     return []
                 for tag in event.tags:
                     device.values.pop(tag, None)
+                self._backlog.forget(device.key, event.tags)
                 # A birth lists every metric: one without the gone tags replaces it.
                 if device.born:
-                    return [self._dbirth(device)] if device.should_live else [self._ddeath(device)]
+                    return self._dbirth(device) if device.should_live else [self._ddeath(device)]
                 return []
             case DiscoveryDone():
                 self._absorb_catalog(event.catalog)
@@ -424,21 +454,21 @@ class EdgeNode:
         if not device.born:
             return self._follow_life(device)
         if self._ensure_metrics(device, changed):
-            return [self._dbirth(device)]
+            return self._dbirth(device)
         metrics = [
             self._metric(device, tag, stored, named=False) for tag, stored in changed.items()
         ]
         payload = codec.encode_ddata(
             self._now_ms(), self._next_seq(), metrics, with_datatypes=self._options.datatype_in_data
         )
-        return [self._device_message(device, "DDATA", payload)]
+        return [self._device_message(device, "DDATA", payload), *self._after_live(device, changed)]
 
     def _follow_life(self, device: _Device) -> list[Outgoing]:
         """DBIRTH when a device should be alive and is not, DDEATH the other way."""
         if not self.births_out:
             return []
         if device.should_live and not device.born:
-            return [self._dbirth(device)]
+            return self._dbirth(device)
         if device.born and not device.should_live:
             return [self._ddeath(device)]
         return []
@@ -467,6 +497,7 @@ class EdgeNode:
         device = self._devices.pop((entry.contract.id, entry.device.id), None)
         if device is None:
             return []
+        self._backlog.forget(device.key)
         self._by_name.pop(device.name, None)
         return [self._ddeath(device)] if device.born and self.births_out else []
 
@@ -477,6 +508,7 @@ class EdgeNode:
             log.error("Sparkplug device left out", problem=problem)
         for key in [k for k in self._devices if k not in names]:
             self._by_name.pop(self._devices.pop(key).name, None)
+            self._backlog.forget(key)
         for key, name in names.items():
             entry = catalog.entries[key]
             known = self._devices.get(key)
@@ -500,25 +532,75 @@ class EdgeNode:
     def historical(
         self, contract_id: str, device_id: str, rows: Sequence[HistoryRow]
     ) -> list[Outgoing]:
-        """Samples older than each metric's current value, as historical DDATA, oldest first."""
+        """Samples of the history stream: those older than their metric's current value go
+        out as historical DDATA once the device is born; until then they wait."""
         device = self._devices.get((contract_id, device_id))
-        if device is None or not device.born or not self.births_out:
-            return []
-        older = [
-            row
-            for row in rows
-            if row.tag in device.values
-            and (*device.key, row.tag) in self._memory.metrics
-            and row.timestamp < device.values[row.tag][1]
-        ]
-        older.sort(key=lambda row: row.timestamp)
+        if device is None:
+            return []  # not a Sparkplug device (gone, or left out for its name)
+        ready = self._backlog.offer(device.key, rows, self._current(device))
+        self._note_spill()
+        return self._historical(device, ready)
+
+    def next_reread(self, batch: int) -> Reread | None:
+        """History that did not fit in memory, due to be read again from the API now."""
+        return self._backlog.next_reread(self._current_of, batch)
+
+    def reread_rows(self, reread: Reread, rows: Sequence[HistoryRow]) -> list[Outgoing]:
+        """One page of a ``Reread``."""
+        ready = self._backlog.reread_rows(reread.number, reread.contract_id, rows, self._current_of)
+        self._note_spill()
+        return self._historical_of(ready)
+
+    def reread_progress(self, reread: Reread, through: int) -> None:
+        self._backlog.reread_progress(reread.number, through)
+
+    def reread_end(self, reread: Reread, ok: bool) -> list[Outgoing]:
+        """A ``Reread`` finished (or failed: what it did not read waits for the next)."""
+        out = self._historical_of(self._backlog.reread_end(reread.number, ok, self._current_of))
+        if ok and self._backlog.spans == 0:
+            self._spill_logged = False
+        return out
+
+    def _note_spill(self) -> None:
+        spilled = self._backlog.take_spilled()
+        if spilled and not self._spill_logged:
+            self._spill_logged = True
+            log.info(
+                "sparkplug history waiting beyond memory; it will be read again from the API "
+                "once its devices are born",
+                held=self._backlog.held,
+            )
+
+    def _current(self, device: _Device) -> Current:
+        """The device's metrics' current value timestamps, once it is born (else None)."""
+        if not (device.born and self.births_out):
+            return None
+        contract_id, device_id = device.key
+        return {
+            tag: timestamp
+            for tag, (_, timestamp, _) in device.values.items()
+            if (contract_id, device_id, tag) in self._memory.metrics
+        }
+
+    def _current_of(self, key: DeviceKey) -> Current:
+        device = self._devices.get(key)
+        return None if device is None else self._current(device)
+
+    def _historical_of(self, ready: Mapping[DeviceKey, list[Ready]]) -> list[Outgoing]:
         out: list[Outgoing] = []
-        for start in range(0, len(older), HISTORY_BATCH):
+        for key, samples in ready.items():
+            device = self._devices.get(key)
+            if device is not None:
+                out += self._historical(device, samples)
+        return out
+
+    def _historical(self, device: _Device, ready: Sequence[Ready]) -> list[Outgoing]:
+        """Historical DDATA of samples that may go, oldest first, ``HISTORY_BATCH`` a message."""
+        out: list[Outgoing] = []
+        for start in range(0, len(ready), HISTORY_BATCH):
             metrics = [
-                self._metric(
-                    device, row.tag, (row.value, row.timestamp, False), named=False, historical=True
-                )
-                for row in older[start : start + HISTORY_BATCH]
+                self._metric(device, tag, (raw, timestamp, False), named=False, historical=True)
+                for tag, timestamp, raw in ready[start : start + HISTORY_BATCH]
             ]
             payload = codec.encode_ddata(
                 self._now_ms(),
