@@ -25,12 +25,14 @@ import pytest
 from pydantic import SecretStr
 
 from baxo_mqtt.baxo.client import BaxoClient
+from baxo_mqtt.baxo.models import BAXO_EPOCH_UNIX, HistoryRow
 from baxo_mqtt.bridge.catalog import Filters
 from baxo_mqtt.bridge.fanout import Fanout
 from baxo_mqtt.bridge.poller import Poller, PollOptions
 from baxo_mqtt.bridge.tagmeta import TagMetadata
 from baxo_mqtt.bridge.topics import TopicScheme
 from baxo_mqtt.metrics import Health, Metrics
+from baxo_mqtt.outputs.sparkplug.node import HISTORY_HELD
 from baxo_mqtt.outputs.sparkplug.options import BrokerOptions, SparkplugOptions
 from baxo_mqtt.outputs.sparkplug.output import SparkplugOutput
 from baxo_mqtt.ports import free_port
@@ -200,7 +202,12 @@ class Relay:
 
 class Harness:
     def __init__(
-        self, simulator: SimulatorServer, broker_port: int, state_dir: Path, **options: Any
+        self,
+        simulator: SimulatorServer,
+        broker_port: int,
+        state_dir: Path,
+        history_held: int | None = None,
+        **options: Any,
     ) -> None:
         self.simulator = simulator
         self.relay = Relay(broker_port)
@@ -234,6 +241,9 @@ class Harness:
             count_message=self._count,
             count_rebirth=lambda: self._count("rebirth"),
             count_rejected_write=self._reject,
+            # As the daemon does with history.stream on: what memory cannot hold is read again.
+            history_source=None if history_held is None else self.client,
+            history_held=HISTORY_HELD if history_held is None else history_held,
         )
         self.fanout = Fanout([self.output])
         self.poller = Poller(
@@ -291,8 +301,10 @@ def make_harness(
 ) -> Iterator[Callable[..., Harness]]:
     made: list[Harness] = []
 
-    def make(devices: int = 3, **options: Any) -> Harness:
-        simulator = make_simulator(contracts=1, devices=devices, tags=3, seed=3, value_period_s=0)
+    def make(devices: int = 3, fleet: dict[str, Any] | None = None, **options: Any) -> Harness:
+        simulator = make_simulator(
+            contracts=1, devices=devices, tags=3, seed=3, **(fleet or {"value_period_s": 0})
+        )
         harness = Harness(simulator, broker.port, tmp_path / f"state-{len(made)}", **options)
         made.append(harness)
         return harness
@@ -502,6 +514,117 @@ def test_a_clean_stop_says_ndeath_before_disconnecting(
     assert [(d["qos"], d["retain"], d["bdSeq"]) for d in deaths] == [(1, False, first["bdSeq"])] * 2
     assert harness.counts["NDEATH"] == 1
     assert harness.counts["NBIRTH"] == 1 and harness.counts["DBIRTH"] == 1
+
+
+# --- historical metrics -------------------------------------------------------------
+
+
+def baxo_time(unix_ms: int) -> int:
+    return unix_ms // 1000 - BAXO_EPOCH_UNIX
+
+
+class Samples:
+    """Per (device, metric): the historical timestamps in the order they came, and the live ones."""
+
+    def __init__(self, records: list[Record]) -> None:
+        self.historical: dict[tuple[str, str], list[int]] = {}
+        self.live: dict[tuple[str, str], set[int]] = {}
+        self.sizes: list[int] = []
+        for record in records:
+            if record.get("type") not in {"DBIRTH", "DDATA"}:
+                continue
+            historical = [m for m in record["metrics"] if m["is_historical"]]
+            if historical:
+                self.sizes.append(len(record["metrics"]))
+                # A message is all history or all live values: the node never mixes them.
+                assert len(historical) == len(record["metrics"]), record["topic"]
+            for metric in record["metrics"]:
+                key = (record["device"], metric["name"])
+                stamp = baxo_time(metric["timestamp"])
+                if metric["is_historical"]:
+                    self.historical.setdefault(key, []).append(stamp)
+                else:
+                    self.live.setdefault(key, set()).add(stamp)
+
+    def seen(self, key: tuple[str, str]) -> set[int]:
+        return set(self.historical.get(key, [])) | self.live.get(key, set())
+
+
+def assert_seq_continuous(records: list[Record], node: str) -> None:
+    """[tck-id-payloads-sequence-num-incrementing]: one counter from each NBIRTH on."""
+    seqs: list[int] = []
+    for record in records:
+        if record.get("node") != node or record.get("type") not in {
+            "NBIRTH",
+            "DBIRTH",
+            "DDATA",
+            "DDEATH",
+        }:
+            continue
+        if record["type"] == "NBIRTH":
+            assert seqs == [i % 256 for i in range(len(seqs))], "seq broken before an NBIRTH"
+            seqs = []
+        seqs.append(record["seq"])
+    assert seqs == [i % 256 for i in range(len(seqs))], "seq broken"
+
+
+def recorded(
+    simulator: SimulatorServer, contract: str, device: str, start: int, end: int
+) -> list[HistoryRow]:
+    """Every sample the simulator's logger transmitted from ``start`` to ``end``."""
+    rows, more = simulator.fleet.history(contract, [device], start, end, limit=10**7)
+    assert not more
+    return rows
+
+
+def test_history_beyond_memory_is_read_again_from_the_api_once_the_primary_host_is_up(
+    host: SparkplugHost, make_harness: Callable[..., Harness]
+) -> None:
+    harness = make_harness(
+        devices=2,
+        fleet={"log_period_s": 1, "transmit_period_s": 5},
+        primary_host_id="scada",
+        history_held=5,
+    )
+    simulator, fleet = harness.simulator, harness.simulator.fleet
+    contract = fleet.contracts()[0].id
+    devices = [device.id for device in fleet.devices(contract)]
+    wait_until(lambda: harness.poller.cycles >= 2, 15, "two poll cycles")
+    # What the history stream would hand over while the host is away: 3,600 samples,
+    # five of which fit in the node's memory.
+    now = int(fleet.clock()) - BAXO_EPOCH_UNIX
+    handed = {device: recorded(simulator, contract, device, now - 600, now) for device in devices}
+    simulator.clear_requests()
+    for device, rows in handed.items():
+        harness.output.publish_history(contract, device, rows)
+    assert host.messages("NBIRTH") == []
+    host.send({"cmd": "state", "host": "scada", "online": True, "timestamp": 1000})
+
+    def all_out() -> bool:
+        samples = Samples(host.messages())
+        return all(
+            {row.timestamp for row in rows if row.tag == tag} <= samples.seen((device, tag))
+            for device, rows in handed.items()
+            for tag in ("TAG_1", "TAG_2", "TAG_3")
+        )
+
+    wait_until(all_out, 30, "every handed sample at the host")
+    records = host.messages()
+    samples = Samples(records)
+    for device, rows in handed.items():
+        for tag in ("TAG_1", "TAG_2", "TAG_3"):
+            key = (device, tag)
+            live = samples.live.get(key, set())
+            expected = sorted({row.timestamp for row in rows if row.tag == tag} - live)
+            assert samples.historical.get(key) == expected, f"{key}: not each once, in order"
+    assert max(samples.sizes) <= 500 and len(samples.sizes) >= 8  # 1,800 per device
+    # [tck-id-payloads-ddata-order]: history only after every birth of the node.
+    first_history = next(i for i, r in enumerate(records) if r["type"] == "DDATA")
+    assert {r["device"] for r in records[:first_history] if r["type"] == "DBIRTH"} == set(devices)
+    assert_seq_continuous(records, NODE)
+    reads = [r for r in simulator.requests if r.operation == "devices-historics"]
+    assert reads, "the samples beyond memory were not read again from the API"
+    assert all("error" not in r for r in host.records)
 
 
 # --- the daemon as users run it ---------------------------------------------------

@@ -435,18 +435,21 @@ def test_history_that_comes_before_the_births_goes_out_after_them() -> None:
     assert [decoded(m).seq for m in out] == [1, 2]
 
 
-def test_history_waits_while_disconnected_and_goes_out_after_the_new_births() -> None:
+def test_history_waits_while_disconnected_and_goes_out_after_all_the_new_births() -> None:
+    # [tck-id-payloads-dbirth-order] [tck-id-payloads-ddata-order]: every DBIRTH first.
     node = make_node()
-    born(node, {BOILER: {"T": ("1", 1, False)}})
+    born(node, {BOILER: {"T": ("1", 1, False)}, PUMP: {"T": ("1", 1, False)}})
     node.disconnected()
     assert node.historical("C1", "D1", rows_of("T", range(2, 10))) == []
+    assert node.historical("C1", "D2", rows_of("T", range(2, 4), PUMP)) == []
     assert node.handle(changed(BOILER, ("T", "9", 9))) == []
     node.begin_connection()
     node.connected()
-    out = node.births(snapshot({BOILER: {"T": ("9", 9, False)}}))
-    assert [m.kind for m in out] == ["NBIRTH", "DBIRTH", "DDATA"]
-    assert historical_stamps(out) == [2, 3, 4, 5, 6, 7, 8]
-    assert [decoded(m).seq for m in out] == [0, 1, 2]
+    out = node.births(snapshot({BOILER: {"T": ("9", 9, False)}, PUMP: {"T": ("4", 4, False)}}))
+    assert [m.kind for m in out] == ["NBIRTH", "DBIRTH", "DBIRTH", "DDATA", "DDATA"]
+    assert [m.topic.rsplit("/", 1)[1] for m in out[3:]] == ["D1", "D2"]
+    assert historical_stamps(out) == [2, 3, 4, 5, 6, 7, 8, 2, 3]
+    assert [decoded(m).seq for m in out] == [0, 1, 2, 3, 4]
 
 
 def test_history_waits_for_the_primary_host() -> None:

@@ -312,20 +312,26 @@ class EdgeNode:
         for device in self._devices.values():
             device.born = False
             if device.should_live:
-                out += self._dbirth(device)
+                out.append(self._dbirth(device))
+        # [tck-id-payloads-dbirth-order]: every DBIRTH before any DDATA, history included.
+        for device in self._devices.values():
+            if device.born:
+                out += self._after_live(device, device.values)
         return out
 
-    def _dbirth(self, device: _Device) -> list[Outgoing]:
-        """A device's birth, then the history that waited for it."""
+    def _born(self, device: _Device) -> list[Outgoing]:
+        """A device's birth (the node's births are out), then the history that waited for it."""
+        return [self._dbirth(device), *self._after_live(device, device.values)]
+
+    def _dbirth(self, device: _Device) -> Outgoing:
         self._ensure_metrics(device, device.values)
         metrics = [
             self._metric(device, tag, stored, named=True) for tag, stored in device.values.items()
         ]
         device.born = True
-        birth = self._device_message(
+        return self._device_message(
             device, "DBIRTH", codec.encode_dbirth(self._now_ms(), self._next_seq(), metrics)
         )
-        return [birth, *self._after_live(device, device.values)]
 
     def _after_live(self, device: _Device, values: Mapping[str, StoredValue]) -> list[Outgoing]:
         """These values went out live: the history that waited behind them may go now."""
@@ -435,7 +441,7 @@ class EdgeNode:
                 self._backlog.forget(device.key, event.tags)
                 # A birth lists every metric: one without the gone tags replaces it.
                 if device.born:
-                    return self._dbirth(device) if device.should_live else [self._ddeath(device)]
+                    return self._born(device) if device.should_live else [self._ddeath(device)]
                 return []
             case DiscoveryDone():
                 self._absorb_catalog(event.catalog)
@@ -454,7 +460,7 @@ class EdgeNode:
         if not device.born:
             return self._follow_life(device)
         if self._ensure_metrics(device, changed):
-            return self._dbirth(device)
+            return self._born(device)
         metrics = [
             self._metric(device, tag, stored, named=False) for tag, stored in changed.items()
         ]
@@ -468,7 +474,7 @@ class EdgeNode:
         if not self.births_out:
             return []
         if device.should_live and not device.born:
-            return self._dbirth(device)
+            return self._born(device)
         if device.born and not device.should_live:
             return [self._ddeath(device)]
         return []
