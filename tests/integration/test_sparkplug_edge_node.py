@@ -1,20 +1,19 @@
 """The Sparkplug B edge node against a real mosquitto, seen by an independent host.
 
-The host is tests/peers/sparkplug_host.py: pysparkplug (not our codec)
-decodes every message, in its own virtualenv made by scripts/sparkplug-host-cache
-(a first run installs it from PyPI; the tests skip, saying why, when it
-cannot). The edge node is fed by a real ``Poller`` reading the BAXO simulator
-over HTTP, through the same ``Fanout`` the daemon uses; the edge node's
-connection runs through a small TCP relay the test can cut, which is how a
-broken network looks to the broker (it then publishes the will).
+The host is tests/peers/sparkplug_host.py (``tests/support/sparkplug_peer.py``):
+pysparkplug (not our codec) decodes every message, in its own virtualenv made
+by scripts/sparkplug-host-cache (a first run installs it from PyPI; the tests
+skip, saying why, when it cannot). The edge node is fed by a real ``Poller``
+reading the BAXO simulator over HTTP, through the same ``Fanout`` the daemon
+uses; the edge node's connection runs through a small TCP relay the test can
+cut, which is how a broken network looks to the broker (it then publishes the
+will). The daemon's historical metrics are in test_sparkplug_history_daemon.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
-import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from fnmatch import fnmatchcase
@@ -25,7 +24,7 @@ import pytest
 from pydantic import SecretStr
 
 from baxo_mqtt.baxo.client import BaxoClient
-from baxo_mqtt.baxo.models import BAXO_EPOCH_UNIX, HistoryRow
+from baxo_mqtt.baxo.models import BAXO_EPOCH_UNIX
 from baxo_mqtt.bridge.catalog import Filters
 from baxo_mqtt.bridge.fanout import Fanout
 from baxo_mqtt.bridge.poller import Poller, PollOptions
@@ -41,104 +40,19 @@ from baxo_mqtt.simulator.http import SimulatorServer
 from baxo_mqtt.state import StateDirectory
 from tests.support.broker import Broker
 from tests.support.daemon import MakeSimulator, StartDaemon, bridge_config, write_config
+from tests.support.sparkplug_peer import (
+    Record,
+    Samples,
+    SparkplugHost,
+    assert_seq_continuous,
+    recorded,
+)
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
-HOST_SCRIPT = REPO / "tests" / "peers" / "sparkplug_host.py"
-CACHE_SCRIPT = REPO / "scripts" / "sparkplug-host-cache"
 GROUP, NODE = "BAXO", "edge-1"
 WRITABLE = ("TAG_1",)  # write.allow of the harness
-
-Record = dict[str, Any]
-
-
-# --- the host peer ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def host_python() -> str:
-    try:
-        made = subprocess.run(
-            [str(CACHE_SCRIPT)], capture_output=True, text=True, timeout=300, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
-        pytest.skip(f"no Sparkplug host venv: scripts/sparkplug-host-cache failed: {error}")
-    if made.returncode != 0:
-        pytest.skip(
-            "no Sparkplug host venv: scripts/sparkplug-host-cache exited "
-            f"{made.returncode}: {made.stderr.strip()[-300:]}"
-        )
-    return made.stdout.strip().splitlines()[-1]
-
-
-class SparkplugHost:
-    """tests/peers/sparkplug_host.py as a subprocess; its JSON lines kept in order."""
-
-    def __init__(self, python: str, port: int) -> None:
-        self.records: list[Record] = []
-        self._lock = threading.Lock()
-        self._process = subprocess.Popen(
-            [python, str(HOST_SCRIPT), "--port", str(port)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.wait_for(lambda r: r.get("ready") is True, timeout=20, what="the host to subscribe")
-
-    def _read(self) -> None:
-        assert self._process.stdout is not None
-        for line in self._process.stdout:
-            with self._lock:
-                self.records.append(json.loads(line))
-
-    def messages(self, kind: str | None = None, after: int = 0) -> list[Record]:
-        with self._lock:
-            found = self.records[after:]
-        return [r for r in found if "type" in r and (kind is None or r["type"] == kind)]
-
-    def mark(self) -> int:
-        with self._lock:
-            return len(self.records)
-
-    def wait_for(
-        self, match: Callable[[Record], bool], timeout: float = 15, what: str = "", after: int = 0
-    ) -> Record:
-        def found() -> Record | None:
-            with self._lock:
-                return next((r for r in self.records[after:] if match(r)), None)
-
-        return wait_until(found, timeout, what or "a host record")
-
-    def send(self, command: Record) -> None:
-        assert self._process.stdin is not None
-        mark = self.mark()
-        self._process.stdin.write(json.dumps(command) + "\n")
-        self._process.stdin.flush()
-        self.wait_for(lambda r: r.get("done") == command["cmd"], 10, "the host's command", mark)
-
-    def close(self) -> None:
-        if self._process.stdin is not None:
-            self._process.stdin.close()
-        try:
-            self._process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait(timeout=5)
-        assert self._process.stdout is not None and self._process.stderr is not None
-        self._process.stdout.close()
-        self._process.stderr.close()
-
-
-@pytest.fixture
-def host(host_python: str, broker: Broker) -> Iterator[SparkplugHost]:
-    peer = SparkplugHost(host_python, broker.port)
-    yield peer
-    peer.close()
 
 
 # --- a relay the test can cut ------------------------------------------------------
@@ -517,64 +431,6 @@ def test_a_clean_stop_says_ndeath_before_disconnecting(
 
 
 # --- historical metrics -------------------------------------------------------------
-
-
-def baxo_time(unix_ms: int) -> int:
-    return unix_ms // 1000 - BAXO_EPOCH_UNIX
-
-
-class Samples:
-    """Per (device, metric): the historical timestamps in the order they came, and the live ones."""
-
-    def __init__(self, records: list[Record]) -> None:
-        self.historical: dict[tuple[str, str], list[int]] = {}
-        self.live: dict[tuple[str, str], set[int]] = {}
-        self.sizes: list[int] = []
-        for record in records:
-            if record.get("type") not in {"DBIRTH", "DDATA"}:
-                continue
-            historical = [m for m in record["metrics"] if m["is_historical"]]
-            if historical:
-                self.sizes.append(len(record["metrics"]))
-                # A message is all history or all live values: the node never mixes them.
-                assert len(historical) == len(record["metrics"]), record["topic"]
-            for metric in record["metrics"]:
-                key = (record["device"], metric["name"])
-                stamp = baxo_time(metric["timestamp"])
-                if metric["is_historical"]:
-                    self.historical.setdefault(key, []).append(stamp)
-                else:
-                    self.live.setdefault(key, set()).add(stamp)
-
-    def seen(self, key: tuple[str, str]) -> set[int]:
-        return set(self.historical.get(key, [])) | self.live.get(key, set())
-
-
-def assert_seq_continuous(records: list[Record], node: str) -> None:
-    """[tck-id-payloads-sequence-num-incrementing]: one counter from each NBIRTH on."""
-    seqs: list[int] = []
-    for record in records:
-        if record.get("node") != node or record.get("type") not in {
-            "NBIRTH",
-            "DBIRTH",
-            "DDATA",
-            "DDEATH",
-        }:
-            continue
-        if record["type"] == "NBIRTH":
-            assert seqs == [i % 256 for i in range(len(seqs))], "seq broken before an NBIRTH"
-            seqs = []
-        seqs.append(record["seq"])
-    assert seqs == [i % 256 for i in range(len(seqs))], "seq broken"
-
-
-def recorded(
-    simulator: SimulatorServer, contract: str, device: str, start: int, end: int
-) -> list[HistoryRow]:
-    """Every sample the simulator's logger transmitted from ``start`` to ``end``."""
-    rows, more = simulator.fleet.history(contract, [device], start, end, limit=10**7)
-    assert not more
-    return rows
 
 
 def test_history_beyond_memory_is_read_again_from_the_api_once_the_primary_host_is_up(
