@@ -14,6 +14,7 @@ catches the outage up while the node reconnects and waits again).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,13 +65,48 @@ def daemon_config(
     )
 
 
+def loggers(make_simulator: MakeSimulator, seed: int) -> tuple[SimulatorServer, list[str]]:
+    """Two devices of two tags, recording every LOG_S and transmitting every TRANSMIT_S."""
+    simulator = make_simulator(
+        devices=2, tags=2, seed=seed, log_period_s=LOG_S, transmit_period_s=TRANSMIT_S
+    )
+    contract = simulator.fleet.contracts()[0].id
+    return simulator, [device.id for device in simulator.fleet.devices(contract)]
+
+
 def is_nbirth(record: Record) -> bool:
     return record.get("type") == "NBIRTH" and record.get("node") == NODE
 
 
-def assert_each_sample_once(
-    samples: Samples, expected: dict[tuple[str, str], list[HistoryRow]]
-) -> None:
+Expected = dict[tuple[str, str], list[HistoryRow]]
+
+
+def recorded_per_metric(
+    simulator: SimulatorServer, devices: list[str], start: int, end: int
+) -> Expected:
+    """The simulator's history from ``start`` to ``end``, per (device, tag)."""
+    contract = simulator.fleet.contracts()[0].id
+    return {
+        (device, tag): [row for row in rows if row.tag == tag]
+        for device in devices
+        for rows in [recorded(simulator, contract, device, start, end)]
+        for tag in TAGS
+    }
+
+
+def all_at(host: SparkplugHost, expected: Expected) -> Callable[[], bool]:
+    """Whether every expected sample reached the host, live or historical."""
+
+    def done() -> bool:
+        samples = Samples(host.messages())
+        return all(
+            {row.timestamp for row in rows} <= samples.seen(key) for key, rows in expected.items()
+        )
+
+    return done
+
+
+def assert_each_sample_once(samples: Samples, expected: Expected) -> None:
     """Every expected sample at the host once: live, or historical in order; no other twice."""
     for key, rows in expected.items():
         stamps = {row.timestamp for row in rows}
@@ -91,11 +127,7 @@ def test_at_a_first_start_the_lookback_goes_out_as_history_after_the_births(
     tmp_path: Path,
     start_daemon: StartDaemon,
 ) -> None:
-    simulator = make_simulator(
-        devices=2, tags=2, seed=11, log_period_s=LOG_S, transmit_period_s=TRANSMIT_S
-    )
-    contract = simulator.fleet.contracts()[0].id
-    devices = [device.id for device in simulator.fleet.devices(contract)]
+    simulator, devices = loggers(make_simulator, seed=11)
     plain = Watcher(broker.port, "baxo/+/+/+/history")
     try:
         started = now_baxo(simulator)
@@ -106,21 +138,8 @@ def test_at_a_first_start_the_lookback_goes_out_as_history_after_the_births(
         host.send({"cmd": "state", "host": HOST_ID, "online": True, "timestamp": 1000})
         nbirth = host.wait_for(is_nbirth, 30, "the NBIRTH once the host is online")
         wait_until(lambda: len(host.messages("DBIRTH")) >= 2, 30, "both DBIRTHs")
-        expected = {
-            (device, tag): [row for row in rows if row.tag == tag]
-            for device in devices
-            for rows in [recorded(simulator, contract, device, started - 280, started)]
-            for tag in TAGS
-        }
-
-        def all_out() -> bool:
-            samples = Samples(host.messages())
-            return all(
-                {row.timestamp for row in rows} <= samples.seen(key)
-                for key, rows in expected.items()
-            )
-
-        wait_until(all_out, 60, "the lookback at the host")
+        expected = recorded_per_metric(simulator, devices, started - 280, started)
+        wait_until(all_at(host, expected), 60, "the lookback at the host")
         assert daemon.terminate() == 0
     finally:
         plain.close()
@@ -141,11 +160,7 @@ def test_after_a_broker_outage_its_samples_go_out_as_history_after_the_new_birth
     tmp_path: Path,
     start_daemon: StartDaemon,
 ) -> None:
-    simulator = make_simulator(
-        devices=2, tags=2, seed=12, log_period_s=LOG_S, transmit_period_s=TRANSMIT_S
-    )
-    contract = simulator.fleet.contracts()[0].id
-    devices = [device.id for device in simulator.fleet.devices(contract)]
+    simulator, devices = loggers(make_simulator, seed=12)
     host = SparkplugHost(host_python, broker.port)
     try:
         host.send({"cmd": "state", "host": HOST_ID, "online": True, "timestamp": 1000})
@@ -177,21 +192,8 @@ def test_after_a_broker_outage_its_samples_go_out_as_history_after_the_new_birth
         wait_until(
             lambda: now_baxo(simulator) > back_at + TRANSMIT_S, 4 * TRANSMIT_S, "transmitted"
         )
-        expected = {
-            (device, tag): [row for row in rows if row.tag == tag]
-            for device in devices
-            for rows in [recorded(simulator, contract, device, stopped_at + 1, back_at)]
-            for tag in TAGS
-        }
-
-        def all_out() -> bool:
-            samples = Samples(host.messages())
-            return all(
-                {row.timestamp for row in rows} <= samples.seen(key)
-                for key, rows in expected.items()
-            )
-
-        wait_until(all_out, 60, "the outage's samples at the host")
+        expected = recorded_per_metric(simulator, devices, stopped_at + 1, back_at)
+        wait_until(all_at(host, expected), 60, "the outage's samples at the host")
         assert daemon.terminate() == 0
         after = host.messages()
         assert all("error" not in r for r in host.records)

@@ -579,22 +579,22 @@ def test_a_failed_read_again_resumes_where_it_stood_and_sends_nothing_twice() ->
 
 
 def test_a_reread_spans_several_devices_of_a_contract_up_to_the_batch() -> None:
-    node = make_node(history_held=0)
-    born(node, {BOILER: {"T": ("9", 9, False)}, PUMP: {"T": ("9", 9, False)}})
-    node.want_rebirth()
-    node.historical("C1", "D1", rows_of("T", range(1, 5)))
-    node.historical("C1", "D2", rows_of("T", range(3, 8), PUMP))
-    node.births(snapshot({BOILER: {"T": ("9", 9, False)}, PUMP: {"T": ("9", 9, False)}}))
-    one = node.next_reread(1)
+    def two_devices_waiting() -> EdgeNode:
+        node = make_node(history_held=0)
+        values: dict[Device, dict[str, StoredValue]] = {
+            BOILER: {"T": ("9", 9, False)},
+            PUMP: {"T": ("9", 9, False)},
+        }
+        born(node, values)
+        node.want_rebirth()
+        node.historical("C1", "D1", rows_of("T", range(1, 5)))
+        node.historical("C1", "D2", rows_of("T", range(3, 8), PUMP))
+        node.births(snapshot(values))
+        return node
+
+    one = two_devices_waiting().next_reread(1)
     assert one is not None and one.device_ids == ("D1",)
-    node.reread_end(one, ok=True)
-    both = make_node(history_held=0)
-    born(both, {BOILER: {"T": ("9", 9, False)}, PUMP: {"T": ("9", 9, False)}})
-    both.want_rebirth()
-    both.historical("C1", "D1", rows_of("T", range(1, 5)))
-    both.historical("C1", "D2", rows_of("T", range(3, 8), PUMP))
-    both.births(snapshot({BOILER: {"T": ("9", 9, False)}, PUMP: {"T": ("9", 9, False)}}))
-    reread = both.next_reread(50)
+    reread = two_devices_waiting().next_reread(50)
     assert reread is not None
     assert (reread.device_ids, reread.start, reread.end) == (("D1", "D2"), 1, 7)
 
