@@ -9,7 +9,9 @@ first per metric and after the births, at most 500 metrics a message, and
 one unbroken ``seq`` per session. The samples come to the node before it can
 send them, which is the point: at a first start (a lookback catch-up while
 the node waits for its primary host) and after a broker outage (the stream
-catches the outage up while the node reconnects and waits again).
+catches the outage up while the node reconnects and waits again), and across
+a restart while the primary host is away (what waited is kept in the state
+directory and read again from the API).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from typing import Any
 import pytest
 
 from baxo_mqtt.baxo.models import BAXO_EPOCH_UNIX, HistoryRow
+from baxo_mqtt.outputs.sparkplug.node import HISTORY_NAMESPACE
 from baxo_mqtt.simulator.http import SimulatorServer
+from baxo_mqtt.state import StateDirectory
 from tests.support.broker import Broker
 from tests.support.daemon import MakeSimulator, StartDaemon, bridge_config, write_config
 from tests.support.sparkplug_peer import (
@@ -210,3 +214,35 @@ def test_after_a_broker_outage_its_samples_go_out_as_history_after_the_new_birth
     first_data = next(i for i, r in enumerate(after) if r["type"] == "DDATA")
     assert {r["device"] for r in after[:first_data] if r["type"] == "DBIRTH"} == set(devices)
     assert_seq_continuous(after, NODE)
+
+
+def test_history_waiting_for_an_absent_host_is_sent_after_a_restart(
+    host: SparkplugHost,
+    broker: Broker,
+    make_simulator: MakeSimulator,
+    tmp_path: Path,
+    start_daemon: StartDaemon,
+) -> None:
+    simulator, devices = loggers(make_simulator, seed=13)
+    config = daemon_config(broker, simulator, tmp_path, lookback_s=120)
+    plain = Watcher(broker.port, "baxo/+/+/+/history")
+    try:
+        started = now_baxo(simulator)
+        first = start_daemon(config)
+        wait_until(lambda: plain.mark() >= 2 * 2 * 110, 60, "the lookback published")
+        assert first.terminate() == 0  # its host never came: all of it waited
+    finally:
+        plain.close()
+    with StateDirectory.open(tmp_path / "state", "inspector") as state:
+        assert len(state.load(HISTORY_NAMESPACE)) == 2 * 2  # a span per metric
+    # The stream's cursors are past those samples now: the node reads them again.
+    second = start_daemon(config)
+    host.send({"cmd": "state", "host": HOST_ID, "online": True, "timestamp": 1000})
+    host.wait_for(is_nbirth, 30, "the NBIRTH once the host is online")
+    expected = recorded_per_metric(simulator, devices, started - 100, started)
+    wait_until(all_at(host, expected), 60, "the first run's samples at the host")
+    assert second.terminate() == 0
+    records = host.messages()
+    assert_each_sample_once(Samples(records), expected)
+    assert_seq_continuous(records, NODE)
+    assert all("error" not in r for r in host.records)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,8 +60,13 @@ class DictState:
     def load(self, namespace: str) -> dict[str, JsonValue]:
         return dict(self.data.get(namespace, {}))
 
-    def save(self, namespace: str, items: Mapping[str, JsonValue]) -> None:
-        self.data.setdefault(namespace, {}).update(items)
+    def save(
+        self, namespace: str, items: Mapping[str, JsonValue], *, delete: Iterable[str] = ()
+    ) -> None:
+        stored = self.data.setdefault(namespace, {})
+        stored.update(items)
+        for key in delete:
+            stored.pop(key, None)
 
 
 def catalog(*devices: Device) -> Catalog:
@@ -597,6 +602,40 @@ def test_a_reread_spans_several_devices_of_a_contract_up_to_the_batch() -> None:
     reread = two_devices_waiting().next_reread(50)
     assert reread is not None
     assert (reread.device_ids, reread.start, reread.end) == (("D1", "D2"), 1, 7)
+
+
+def test_history_waiting_for_the_births_is_read_again_after_a_restart() -> None:
+    state = DictState()
+    first = make_node(state, options=SparkplugOptions(primary_host_id="scada"))
+    first.begin_connection()
+    first.connected()  # the primary host is away: no births
+    first.births(snapshot({BOILER: {"T": ("9", 9, False)}}))
+    first.historical("C1", "D1", rows_of("T", range(1, 9)))
+    assert first.keep_history()
+    assert not first.keep_history()  # unchanged: nothing written
+    assert state.data["sparkplug.history"] == {'["C1", "D1", "T"]': [1, 8]}
+    # The next run: the stream's cursors are past those samples; the API still has them.
+    again = make_node(state)
+    again.begin_connection()
+    again.connected()
+    again.births(snapshot({BOILER: {"T": ("12", 12, False)}}))
+    reread = again.next_reread(50)
+    assert reread is not None and (reread.device_ids, reread.start, reread.end) == (("D1",), 1, 8)
+    assert historical_stamps(again.reread_rows(reread, rows_of("T", range(1, 9)))) == list(
+        range(1, 9)
+    )
+    again.reread_end(reread, ok=True)
+    assert again.keep_history()
+    assert state.data["sparkplug.history"] == {}
+
+
+def test_an_unreadable_saved_span_is_ignored_and_removed() -> None:
+    state = DictState()
+    state.data["sparkplug.history"] = {"not json": [1, 2], '["C1", "D1", "T"]': [5, 1]}
+    node = make_node(state)
+    assert node.next_reread(50) is None
+    assert node.keep_history()
+    assert state.data["sparkplug.history"] == {}
 
 
 @dataclass

@@ -27,6 +27,12 @@ already sent. A row older than a span's oldest that finds no room widens the
 span down; samples in between that had gone out then go out again (same value
 and timestamp, so a host's history keeps one): only late rows of a device
 uploading a backlog, while memory is full, come this way.
+
+What waits survives a restart as one span per metric (``saved``,
+``restore``): the history stream's cursors have moved past those samples, so
+the next run reads them again from the API. What went out live is not kept
+across it, so a sample inside such a span that had gone out (live, or as
+history before a ``kill -9``) goes out again, as history.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ from baxo_mqtt.bridge.store import DeviceKey
 Ready = tuple[str, int, str]
 #: A device's current value timestamps by tag (its metrics only); None when it is not born.
 Current = Mapping[str, int] | None
+#: (oldest, newest) BAXO timestamps of what a metric has waiting, as saved across a restart.
+Span = tuple[int, int]
 #: Live timestamps kept per metric ahead of the history stream. The stream is
 #: normally one transmission behind the realtime poll; more means its reads are
 #: failing, and the oldest are forgotten (their samples may then go out twice).
@@ -357,6 +365,31 @@ class HistoryBacklog:
             self._tidy(key, tag)
         released = {key: self.release(key, current_of(key), tags) for key, tags in devices.items()}
         return {key: samples for key, samples in released.items() if samples}
+
+    # --- across a restart ---------------------------------------------------------
+
+    def saved(self) -> dict[tuple[DeviceKey, str], Span]:
+        """Everything that waits, as one span per metric: what a restart must read again."""
+        spans: dict[tuple[DeviceKey, str], Span] = {}
+        for key, metrics in self._metrics.items():
+            for tag, metric in metrics.items():
+                ends = [ts for ts, _ in metric.held]
+                for span in (metric.span, metric.reading):
+                    if span is not None and span.oldest <= span.newest:
+                        ends += (span.oldest, span.newest)
+                if ends:
+                    spans[(key, tag)] = (min(ends), max(ends))
+        return spans
+
+    def restore(self, spans: Mapping[tuple[DeviceKey, str], Span]) -> None:
+        """Spans an earlier run saved: read again once their devices are born."""
+        for (key, tag), (oldest, newest) in spans.items():
+            metric = self._metrics.setdefault(key, {}).setdefault(tag, _Metric())
+            if metric.span is None:
+                metric.span = _Span(oldest, newest)
+            else:
+                metric.span.widen(oldest, newest)
+            self._spanned.add(key)
 
     # --- devices and tags that leave ---------------------------------------------
 

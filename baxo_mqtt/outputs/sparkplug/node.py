@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
 
@@ -51,7 +52,7 @@ from baxo_mqtt.bridge.messages import IncomingMessage
 from baxo_mqtt.bridge.store import DeviceKey, StoredValue
 from baxo_mqtt.bridge.tagmeta import TagMetadata
 from baxo_mqtt.outputs.sparkplug import codec, naming
-from baxo_mqtt.outputs.sparkplug.backlog import Current, HistoryBacklog, Ready, Reread
+from baxo_mqtt.outputs.sparkplug.backlog import Current, HistoryBacklog, Ready, Reread, Span
 from baxo_mqtt.outputs.sparkplug.codec import DataType, Metric, Property, SparkplugDecodeError
 from baxo_mqtt.outputs.sparkplug.options import SparkplugOptions
 from baxo_mqtt.state import JsonValue
@@ -72,30 +73,55 @@ HISTORY_HELD = 20_000
 #: The state directory namespaces of the node.
 NODE_NAMESPACE = "sparkplug"
 METRICS_NAMESPACE = "sparkplug.metrics"
+HISTORY_NAMESPACE = "sparkplug.history"  # what waits for births (backlog.py), per metric
 
 
 def unix_ms(baxo_seconds: int) -> int:
     return (baxo_seconds + BAXO_EPOCH_UNIX) * 1000
 
 
-def _read_saved_metric(
-    key: str, value: JsonValue
-) -> tuple[tuple[str, str, str], tuple[int, DataType]] | None:
+def _read_saved_key(key: str) -> tuple[str, str, str] | None:
+    """A metric's key as saved: the JSON list [contract id, device id, tag]."""
     try:
         parts = json.loads(key)
     except ValueError:
         return None
     if not (isinstance(parts, list) and len(parts) == 3 and all(isinstance(p, str) for p in parts)):
         return None
-    if not isinstance(value, dict):
+    return parts[0], parts[1], parts[2]
+
+
+def _read_saved_metric(
+    key: str, value: JsonValue
+) -> tuple[tuple[str, str, str], tuple[int, DataType]] | None:
+    parts = _read_saved_key(key)
+    if parts is None or not isinstance(value, dict):
         return None
     alias, datatype = value.get("alias"), value.get("datatype")
     if not isinstance(alias, int) or not isinstance(datatype, int):
         return None
     try:
-        return (parts[0], parts[1], parts[2]), (alias, DataType(datatype))
+        return parts, (alias, DataType(datatype))
     except ValueError:
         return None
+
+
+def _read_saved_span(key: str, value: JsonValue) -> tuple[tuple[str, str, str], Span] | None:
+    parts = _read_saved_key(key)
+    if parts is None or not isinstance(value, list) or len(value) != 2:
+        return None
+    oldest, newest = value
+    if not isinstance(oldest, int) or not isinstance(newest, int) or oldest > newest:
+        return None
+    return parts, (oldest, newest)
+
+
+class Save(Protocol):
+    """``StateDirectory.save``: set ``items`` and remove ``delete`` in one transaction."""
+
+    def __call__(
+        self, namespace: str, items: Mapping[str, JsonValue], *, delete: Iterable[str] = ...
+    ) -> None: ...
 
 
 class MetricMemory:
@@ -104,11 +130,7 @@ class MetricMemory:
     ``load``/``save`` are ``StateDirectory``'s; a test may pass a dict's.
     """
 
-    def __init__(
-        self,
-        load: Callable[[str], Mapping[str, JsonValue]],
-        save: Callable[[str, Mapping[str, JsonValue]], None],
-    ) -> None:
+    def __init__(self, load: Callable[[str], Mapping[str, JsonValue]], save: Save) -> None:
         self._save = save
         node = load(NODE_NAMESPACE)
         stored_bd_seq = node.get("bdSeq")
@@ -122,10 +144,35 @@ class MetricMemory:
             self.metrics[found[0]] = found[1]
         taken = (alias for alias, _ in self.metrics.values())
         self.next_alias = max(taken, default=codec.REBIRTH_ALIAS) + 1
+        #: History that waited for births when the last run stopped, per metric.
+        self.waiting: dict[tuple[str, str, str], Span] = {}
+        self._unreadable: list[str] = []  # removed at the first save
+        for key, value in load(HISTORY_NAMESPACE).items():
+            span = _read_saved_span(key, value)
+            if span is None:
+                log.warning("ignoring an unreadable saved Sparkplug history span", key=key)
+                self._unreadable.append(key)
+                continue
+            self.waiting[span[0]] = span[1]
+        self._kept_waiting = dict(self.waiting)  # what the state directory holds now
 
     def save_bd_seq(self, bd_seq: int) -> None:
         self._save(NODE_NAMESPACE, {"bdSeq": bd_seq})
         self.last_bd_seq = bd_seq
+
+    def keep_waiting(self, spans: Mapping[tuple[str, str, str], Span]) -> bool:
+        """Keep what waits for births instead of what was kept; False when nothing changed."""
+        if spans == self._kept_waiting and not self._unreadable:
+            return False
+        items: dict[str, JsonValue] = {
+            json.dumps(list(key)): list(span)
+            for key, span in spans.items()
+            if self._kept_waiting.get(key) != span
+        }
+        gone = [json.dumps(list(key)) for key in self._kept_waiting if key not in spans]
+        self._save(HISTORY_NAMESPACE, items, delete=[*gone, *self._unreadable])
+        self._kept_waiting, self._unreadable = dict(spans), []
+        return True
 
     def add(self, found: Mapping[tuple[str, str, str], DataType]) -> None:
         """Give new metrics an alias each and keep them, in one transaction."""
@@ -231,6 +278,7 @@ class EdgeNode:
         # With the history stream off nothing is handed over, and nothing is kept for it.
         self._history = history
         self._backlog = HistoryBacklog(history_held)
+        self._backlog.restore({((c, d), tag): span for (c, d, tag), span in memory.waiting.items()})
         self._spill_logged = False
 
     # --- the connection --------------------------------------------------------
@@ -546,6 +594,12 @@ class EdgeNode:
         ready = self._backlog.offer(device.key, rows, self._current(device))
         self._note_spill()
         return self._historical(device, ready)
+
+    def keep_history(self) -> bool:
+        """Keep what waits in the state directory, for the next run to read again; False
+        when it had not changed."""
+        saved = self._backlog.saved()
+        return self._memory.keep_waiting({(*key, tag): span for (key, tag), span in saved.items()})
 
     def next_reread(self, batch: int) -> Reread | None:
         """History that did not fit in memory, due to be read again from the API now."""

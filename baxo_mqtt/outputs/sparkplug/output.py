@@ -22,7 +22,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -63,7 +63,9 @@ class StateStore(Protocol):
 
     def load(self, namespace: str) -> dict[str, JsonValue]: ...
 
-    def save(self, namespace: str, items: Mapping[str, JsonValue]) -> None: ...
+    def save(
+        self, namespace: str, items: Mapping[str, JsonValue], *, delete: Iterable[str] = ...
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,9 @@ _Queued = _Work | _FromPoller
 EVENTS_IN_QUEUE = 2_000
 #: Pages of the history stream queued ahead of the node (each up to one API page).
 HISTORY_PAGES_IN_QUEUE = 4
+#: How often what waits for births is kept in the state directory (when it changed),
+#: as the history stream keeps its cursors: a kill -9 loses at most this much of it.
+HISTORY_KEEP_S = 1.0
 #: The longest the poller waits for room before dropping an event (a stuck node).
 ROOM_WAIT_S = 30.0
 
@@ -159,6 +164,7 @@ class SparkplugOutput:
             else HistoryRereader(history_source, history.max_span_s, self._queue.put)
         )
         self._rereading = False  # one Reread at a time; only the worker reads and writes this
+        self._history_kept_at = 0.0
         # Events from the poller wait for room here, so the poller slows to
         # the node's pace instead of queueing copies of whole cycles (the
         # bench saw 250 MB when reads ran ahead). Items from paho's thread
@@ -228,6 +234,7 @@ class SparkplugOutput:
         self._queue.put(None)
         if self._worker is not None:
             self._worker.join(timeout_s / 2)
+        self._keep_history(now=True)
         with self._node_lock:
             death = self.node.death()
         if self.link.close(death, timeout_s / 2):
@@ -255,7 +262,11 @@ class SparkplugOutput:
 
     def _work(self) -> None:
         while True:
-            queued = self._queue.get()
+            try:
+                queued = self._queue.get(timeout=HISTORY_KEEP_S)
+            except queue.Empty:
+                self._keep_history()
+                continue
             if queued is None:
                 return
             from_poller = isinstance(queued, _FromPoller)
@@ -272,6 +283,21 @@ class SparkplugOutput:
                     self._history_room.release()
                 elif isinstance(item, RereadPage):
                     item.taken.set()
+            self._keep_history()
+
+    def _keep_history(self, *, now: bool = False) -> None:
+        """Keep what waits for births in the state directory, at most once a second."""
+        if self._rereader is None:
+            return  # the history stream is off: nothing waits
+        clock = time.monotonic()
+        if not now and clock - self._history_kept_at < HISTORY_KEEP_S:
+            return
+        self._history_kept_at = clock
+        try:
+            with self._node_lock:
+                self.node.keep_history()
+        except Exception:  # kept at the next attempt; the node goes on
+            log.exception("sparkplug history waiting for births could not be kept")
 
     def _do(self, item: _Work) -> None:
         node = self.node
