@@ -25,6 +25,7 @@ from baxo_mqtt.bridge.store import StoredValue
 from baxo_mqtt.bridge.tagmeta import TagMeta, TagMetadata
 from baxo_mqtt.bridge.topics import TopicScheme
 from baxo_mqtt.outputs.sparkplug import codec, naming
+from baxo_mqtt.outputs.sparkplug.backlog import LIVE_KEPT
 from baxo_mqtt.outputs.sparkplug.codec import DataType, Metric, Payload, Property
 from baxo_mqtt.outputs.sparkplug.node import (
     EdgeNode,
@@ -731,7 +732,8 @@ def test_every_sample_goes_out_once_oldest_first_whatever_the_order_of_events(
     """Births, deaths, rebirths, the poll and the stream in any order, little memory,
     reads again that fail: each sample goes out once (live or historical), history
     oldest first per metric, and none before the births."""
-    model = Model(make_node(history_held=held), stamps=25)
+    # No more values than backlog.LIVE_KEPT per metric, so every live one is remembered.
+    model = Model(make_node(history_held=held), stamps=LIVE_KEPT)
     model.out += born(model.node, {BOILER: model.values()})
     for step in steps:
         before = len(model.out)

@@ -37,6 +37,7 @@ history before a ``kill -9``) goes out again, as history.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -51,8 +52,9 @@ Current = Mapping[str, int] | None
 Span = tuple[int, int]
 #: Live timestamps kept per metric ahead of the history stream. The stream is
 #: normally one transmission behind the realtime poll; more means its reads are
-#: failing, and the oldest are forgotten (their samples may then go out twice).
-LIVE_KEPT = 32
+#: failing or far behind, and the oldest are forgotten (their samples may then go
+#: out twice). Kept as 8-byte numbers: 20,000 metrics that many behind hold some 4 MB.
+LIVE_KEPT = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +106,7 @@ class HistoryBacklog:
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._metrics: dict[DeviceKey, dict[str, _Metric]] = {}
-        self._live: dict[DeviceKey, dict[str, list[int]]] = {}
+        self._live: dict[DeviceKey, dict[str, array[int]]] = {}
         self._held = 0
         self._spilled = 0  # samples sent to spans since the last ``take_spilled``
         self._next_number = 1
@@ -141,8 +143,10 @@ class HistoryBacklog:
         """These current values went out live (a birth, DDATA): not history, ever."""
         device = self._live.setdefault(key, {})
         for tag, timestamp in values.items():
-            stamps = device.setdefault(tag, [])
-            if not stamps or stamps[-1] < timestamp:
+            stamps = device.get(tag)
+            if stamps is None:
+                device[tag] = array("q", (timestamp,))
+            elif stamps[-1] < timestamp:
                 stamps.append(timestamp)
                 if len(stamps) > LIVE_KEPT:
                     del stamps[0]
@@ -158,7 +162,7 @@ class HistoryBacklog:
             return False
         found = timestamp in stamps
         if passed and tag not in self._metrics.get(key, {}):
-            kept = [stamp for stamp in stamps if stamp > timestamp]
+            kept = array("q", (stamp for stamp in stamps if stamp > timestamp))
             if kept:
                 device[tag] = kept
             else:
