@@ -35,8 +35,8 @@ class Fanout:
             output.start()
 
     def close(self) -> None:
-        # The last first: the history stream hands its samples to the Sparkplug node
-        # before it, which must still be there to take (and keep) its last ones.
+        # The last first: the history stream hands its samples to the Sparkplug node,
+        # which comes before it and must still be there to take (and keep) the last ones.
         for output in reversed(self.outputs):
             try:
                 output.close()
