@@ -232,6 +232,9 @@ class Bridge:
             count_message=lambda kind: metrics.sparkplug_messages.labels(kind).inc(),
             count_rebirth=metrics.sparkplug_rebirths.inc,
             count_rejected_write=lambda: metrics.writes.labels("rejected").inc(),
+            # History that waited beyond memory for the births is read again from here.
+            history_source=self.client if self.settings.history.stream else None,
+            history_options=history_options_from(self.settings, self.metadata),
         )
         return self.sparkplug
 

@@ -35,7 +35,9 @@ class Fanout:
             output.start()
 
     def close(self) -> None:
-        for output in self.outputs:
+        # The last first: the history stream hands its samples to the Sparkplug node,
+        # which comes before it and must still be there to take (and keep) the last ones.
+        for output in reversed(self.outputs):
             try:
                 output.close()
             except Exception:  # closing the others matters more than this one's bug

@@ -180,6 +180,12 @@ class _Delivery:
                 self._changed.wait(left)
             return self._acked_count >= expected
 
+    @property
+    def applied(self) -> int:
+        """How many samples, from the first, ``take_acknowledged`` has given out."""
+        with self._changed:
+            return self._applied
+
     def take_acknowledged(self) -> list[tuple[TagKey, int]]:
         """The samples acknowledged since the last call, up to the first that is not:
         a cursor may never move past a sample still in doubt."""
@@ -215,7 +221,7 @@ class HistoryStream:
         self._store = store
         self._publish_acked = publish_acked
         # Another consumer of the same samples (the Sparkplug node's historical
-        # metrics): it gets each page's published rows, per device, oldest first.
+        # metrics): it gets each page's acknowledged rows, per device, oldest first.
         self._also_to = also_to
         self._scheme = scheme
         self._count_published = count_published
@@ -478,7 +484,7 @@ class HistoryStream:
         with self._lock:
             self._delivery = delivery
         late: dict[str, int] = {}
-        published: dict[str, list[HistoryRow]] = {}
+        published: list[HistoryRow] = []  # in the order of the delivery's samples
         handed = True
         previous: tuple[str, str, int] | None = None
         # Sorted, so each tag's samples go out in increasing time whatever the API's order.
@@ -515,20 +521,31 @@ class HistoryStream:
             if not self._publish_acked(topic, payload, on_ack):
                 handed = False
                 break
-            published.setdefault(device_id, []).append(row)
+            published.append(row)
             if self._clock() - self._last_commit >= options.commit_interval_s:
                 self._apply(delivery)
                 self._commit()
-        self._after_page(contract_id, late, published)
+        self._after_page(contract_id, late)
         expected = len(delivery.keys) - (0 if handed else 1)
         acknowledged = delivery.wait_all(expected, options.ack_timeout_s, time.monotonic)
-        self._apply(delivery)
+        self._settle(contract_id, delivery, published)
         return handed and acknowledged and not self._stopping.is_set()
 
-    def _after_page(
-        self, contract_id: str, late: Mapping[str, int], published: Mapping[str, list[HistoryRow]]
-    ) -> None:
-        """Say which rows were too late, and hand the published ones to the other consumer."""
+    def _settle(self, contract_id: str, delivery: _Delivery, published: list[HistoryRow]) -> None:
+        """Move the cursors over what the broker acknowledged, and give the other consumer
+        those samples: one sent again after an outage was not acknowledged the first
+        time, so it is handed over once."""
+        self._apply(delivery)
+        if self._also_to is None:
+            return
+        by_device: dict[str, list[HistoryRow]] = {}
+        for row in published[: delivery.applied]:
+            by_device.setdefault(row.device_id, []).append(row)
+        for device_id, device_rows in by_device.items():
+            self._also_to(contract_id, device_id, device_rows)
+
+    def _after_page(self, contract_id: str, late: Mapping[str, int]) -> None:
+        """Say which rows were too late."""
         for device_id, count in late.items():
             log.warning(
                 "history rows too late to publish",
@@ -539,9 +556,6 @@ class HistoryStream:
             )
         if late:
             self._count_late(sum(late.values()))
-        if self._also_to is not None:
-            for device_id, device_rows in published.items():
-                self._also_to(contract_id, device_id, device_rows)
 
     # --- progress ---------------------------------------------------------------------
 

@@ -1,20 +1,19 @@
 """The Sparkplug B edge node against a real mosquitto, seen by an independent host.
 
-The host is tests/peers/sparkplug_host.py: pysparkplug (not our codec)
-decodes every message, in its own virtualenv made by scripts/sparkplug-host-cache
-(a first run installs it from PyPI; the tests skip, saying why, when it
-cannot). The edge node is fed by a real ``Poller`` reading the BAXO simulator
-over HTTP, through the same ``Fanout`` the daemon uses; the edge node's
-connection runs through a small TCP relay the test can cut, which is how a
-broken network looks to the broker (it then publishes the will).
+The host is tests/peers/sparkplug_host.py (``tests/support/sparkplug_peer.py``):
+pysparkplug (not our codec) decodes every message, in its own virtualenv made
+by scripts/sparkplug-host-cache (a first run installs it from PyPI; the tests
+skip, saying why, when it cannot). The edge node is fed by a real ``Poller``
+reading the BAXO simulator over HTTP, through the same ``Fanout`` the daemon
+uses; the edge node's connection runs through a small TCP relay the test can
+cut, which is how a broken network looks to the broker (it then publishes the
+will). The daemon's historical metrics are in test_sparkplug_history_daemon.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
-import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from fnmatch import fnmatchcase
@@ -25,12 +24,14 @@ import pytest
 from pydantic import SecretStr
 
 from baxo_mqtt.baxo.client import BaxoClient
+from baxo_mqtt.baxo.models import BAXO_EPOCH_UNIX
 from baxo_mqtt.bridge.catalog import Filters
 from baxo_mqtt.bridge.fanout import Fanout
 from baxo_mqtt.bridge.poller import Poller, PollOptions
 from baxo_mqtt.bridge.tagmeta import TagMetadata
 from baxo_mqtt.bridge.topics import TopicScheme
 from baxo_mqtt.metrics import Health, Metrics
+from baxo_mqtt.outputs.sparkplug.node import HISTORY_HELD
 from baxo_mqtt.outputs.sparkplug.options import BrokerOptions, SparkplugOptions
 from baxo_mqtt.outputs.sparkplug.output import SparkplugOutput
 from baxo_mqtt.ports import free_port
@@ -39,104 +40,19 @@ from baxo_mqtt.simulator.http import SimulatorServer
 from baxo_mqtt.state import StateDirectory
 from tests.support.broker import Broker
 from tests.support.daemon import MakeSimulator, StartDaemon, bridge_config, write_config
+from tests.support.sparkplug_peer import (
+    Record,
+    Samples,
+    SparkplugHost,
+    assert_seq_continuous,
+    recorded,
+)
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
-HOST_SCRIPT = REPO / "tests" / "peers" / "sparkplug_host.py"
-CACHE_SCRIPT = REPO / "scripts" / "sparkplug-host-cache"
 GROUP, NODE = "BAXO", "edge-1"
 WRITABLE = ("TAG_1",)  # write.allow of the harness
-
-Record = dict[str, Any]
-
-
-# --- the host peer ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def host_python() -> str:
-    try:
-        made = subprocess.run(
-            [str(CACHE_SCRIPT)], capture_output=True, text=True, timeout=300, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
-        pytest.skip(f"no Sparkplug host venv: scripts/sparkplug-host-cache failed: {error}")
-    if made.returncode != 0:
-        pytest.skip(
-            "no Sparkplug host venv: scripts/sparkplug-host-cache exited "
-            f"{made.returncode}: {made.stderr.strip()[-300:]}"
-        )
-    return made.stdout.strip().splitlines()[-1]
-
-
-class SparkplugHost:
-    """tests/peers/sparkplug_host.py as a subprocess; its JSON lines kept in order."""
-
-    def __init__(self, python: str, port: int) -> None:
-        self.records: list[Record] = []
-        self._lock = threading.Lock()
-        self._process = subprocess.Popen(
-            [python, str(HOST_SCRIPT), "--port", str(port)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.wait_for(lambda r: r.get("ready") is True, timeout=20, what="the host to subscribe")
-
-    def _read(self) -> None:
-        assert self._process.stdout is not None
-        for line in self._process.stdout:
-            with self._lock:
-                self.records.append(json.loads(line))
-
-    def messages(self, kind: str | None = None, after: int = 0) -> list[Record]:
-        with self._lock:
-            found = self.records[after:]
-        return [r for r in found if "type" in r and (kind is None or r["type"] == kind)]
-
-    def mark(self) -> int:
-        with self._lock:
-            return len(self.records)
-
-    def wait_for(
-        self, match: Callable[[Record], bool], timeout: float = 15, what: str = "", after: int = 0
-    ) -> Record:
-        def found() -> Record | None:
-            with self._lock:
-                return next((r for r in self.records[after:] if match(r)), None)
-
-        return wait_until(found, timeout, what or "a host record")
-
-    def send(self, command: Record) -> None:
-        assert self._process.stdin is not None
-        mark = self.mark()
-        self._process.stdin.write(json.dumps(command) + "\n")
-        self._process.stdin.flush()
-        self.wait_for(lambda r: r.get("done") == command["cmd"], 10, "the host's command", mark)
-
-    def close(self) -> None:
-        if self._process.stdin is not None:
-            self._process.stdin.close()
-        try:
-            self._process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait(timeout=5)
-        assert self._process.stdout is not None and self._process.stderr is not None
-        self._process.stdout.close()
-        self._process.stderr.close()
-
-
-@pytest.fixture
-def host(host_python: str, broker: Broker) -> Iterator[SparkplugHost]:
-    peer = SparkplugHost(host_python, broker.port)
-    yield peer
-    peer.close()
 
 
 # --- a relay the test can cut ------------------------------------------------------
@@ -200,7 +116,12 @@ class Relay:
 
 class Harness:
     def __init__(
-        self, simulator: SimulatorServer, broker_port: int, state_dir: Path, **options: Any
+        self,
+        simulator: SimulatorServer,
+        broker_port: int,
+        state_dir: Path,
+        history_held: int | None = None,
+        **options: Any,
     ) -> None:
         self.simulator = simulator
         self.relay = Relay(broker_port)
@@ -234,6 +155,9 @@ class Harness:
             count_message=self._count,
             count_rebirth=lambda: self._count("rebirth"),
             count_rejected_write=self._reject,
+            # As the daemon does with history.stream on: what memory cannot hold is read again.
+            history_source=None if history_held is None else self.client,
+            history_held=HISTORY_HELD if history_held is None else history_held,
         )
         self.fanout = Fanout([self.output])
         self.poller = Poller(
@@ -291,8 +215,10 @@ def make_harness(
 ) -> Iterator[Callable[..., Harness]]:
     made: list[Harness] = []
 
-    def make(devices: int = 3, **options: Any) -> Harness:
-        simulator = make_simulator(contracts=1, devices=devices, tags=3, seed=3, value_period_s=0)
+    def make(devices: int = 3, fleet: dict[str, Any] | None = None, **options: Any) -> Harness:
+        simulator = make_simulator(
+            contracts=1, devices=devices, tags=3, seed=3, **(fleet or {"value_period_s": 0})
+        )
         harness = Harness(simulator, broker.port, tmp_path / f"state-{len(made)}", **options)
         made.append(harness)
         return harness
@@ -502,6 +428,59 @@ def test_a_clean_stop_says_ndeath_before_disconnecting(
     assert [(d["qos"], d["retain"], d["bdSeq"]) for d in deaths] == [(1, False, first["bdSeq"])] * 2
     assert harness.counts["NDEATH"] == 1
     assert harness.counts["NBIRTH"] == 1 and harness.counts["DBIRTH"] == 1
+
+
+# --- historical metrics -------------------------------------------------------------
+
+
+def test_history_beyond_memory_is_read_again_from_the_api_once_the_primary_host_is_up(
+    host: SparkplugHost, make_harness: Callable[..., Harness]
+) -> None:
+    harness = make_harness(
+        devices=2,
+        fleet={"log_period_s": 1, "transmit_period_s": 5},
+        primary_host_id="scada",
+        history_held=5,
+    )
+    simulator, fleet = harness.simulator, harness.simulator.fleet
+    contract = fleet.contracts()[0].id
+    devices = [device.id for device in fleet.devices(contract)]
+    wait_until(lambda: harness.poller.cycles >= 2, 15, "two poll cycles")
+    # What the history stream would hand over while the host is away: 3,600 samples,
+    # five of which fit in the node's memory.
+    now = int(fleet.clock()) - BAXO_EPOCH_UNIX
+    handed = {device: recorded(simulator, contract, device, now - 600, now) for device in devices}
+    simulator.clear_requests()
+    for device, rows in handed.items():
+        harness.output.publish_history(contract, device, rows)
+    assert host.messages("NBIRTH") == []
+    host.send({"cmd": "state", "host": "scada", "online": True, "timestamp": 1000})
+
+    def all_out() -> bool:
+        samples = Samples(host.messages())
+        return all(
+            {row.timestamp for row in rows if row.tag == tag} <= samples.seen((device, tag))
+            for device, rows in handed.items()
+            for tag in ("TAG_1", "TAG_2", "TAG_3")
+        )
+
+    wait_until(all_out, 30, "every handed sample at the host")
+    records = host.messages()
+    samples = Samples(records)
+    for device, rows in handed.items():
+        for tag in ("TAG_1", "TAG_2", "TAG_3"):
+            key = (device, tag)
+            live = samples.live.get(key, set())
+            expected = sorted({row.timestamp for row in rows if row.tag == tag} - live)
+            assert samples.historical.get(key) == expected, f"{key}: not each once, in order"
+    assert max(samples.sizes) <= 500 and len(samples.sizes) >= 8  # 1,800 per device
+    # [tck-id-payloads-ddata-order]: history only after every birth of the node.
+    first_history = next(i for i, r in enumerate(records) if r["type"] == "DDATA")
+    assert {r["device"] for r in records[:first_history] if r["type"] == "DBIRTH"} == set(devices)
+    assert_seq_continuous(records, NODE)
+    reads = [r for r in simulator.requests if r.operation == "devices-historics"]
+    assert reads, "the samples beyond memory were not read again from the API"
+    assert all("error" not in r for r in host.records)
 
 
 # --- the daemon as users run it ---------------------------------------------------

@@ -472,32 +472,78 @@ def test_reads_prompted_by_realtime_begin_after_the_newest_sample(
     assert source.requests[-1][1] == newest + 1  # not the whole overlap again
 
 
+def stream_with_another_consumer(
+    source: FakeHistory,
+    state: StateDirectory,
+    broker: FakeBroker,
+    also_to: Callable[[str, str, Sequence[HistoryRow]], None],
+    **options: float,
+) -> HistoryStream:
+    """A started stream of ``DEVICE`` whose samples also go to ``also_to``."""
+    stream = HistoryStream(
+        HistoryOptions(interval_s=60.0, lookback_s=3600, **options),  # type: ignore[arg-type]
+        source=source,
+        store=state,
+        publish_acked=broker.publish_acked,
+        scheme=TopicScheme("baxo"),
+        also_to=also_to,
+    )
+    stream.start()
+    catalog = catalog_of(DEVICE)
+    for entry in catalog.entries.values():
+        stream.handle(DeviceListed(entry, None))
+    stream.handle(DiscoveryDone(catalog, changed=True))
+    return stream
+
+
 def test_the_published_samples_also_reach_the_other_consumer_per_device(
     source: FakeHistory, tmp_path: Path
 ) -> None:
     now = baxo_now()
     source.record(DEVICE.id, ["TEMP"], now - 600, now)
     handed: list[tuple[str, str, list[int]]] = []
-    broker = FakeBroker()
     state = StateDirectory.open(tmp_path / "state", "test-client")
-    stream = HistoryStream(
-        HistoryOptions(interval_s=60.0, lookback_s=3600),
-        source=source,
-        store=state,
-        publish_acked=broker.publish_acked,
-        scheme=TopicScheme("baxo"),
-        also_to=lambda c, d, rows: handed.append((c, d, [r.timestamp for r in rows])),
+    stream = stream_with_another_consumer(
+        source,
+        state,
+        FakeBroker(),
+        lambda c, d, rows: handed.append((c, d, [r.timestamp for r in rows])),
     )
-    stream.start()
     try:
-        catalog = catalog_of(DEVICE)
-        for entry in catalog.entries.values():
-            stream.handle(DeviceListed(entry, None))
-        stream.handle(DiscoveryDone(catalog, changed=True))
         expected = sorted(r.timestamp for r in source.rows[DEVICE.id])
         wait_until(lambda: sum(len(t) for _, _, t in handed) == len(expected), 10, "handed")
         assert {(c, d) for c, d, _ in handed} == {(CONTRACT.id, DEVICE.id)}
         assert [t for _, _, times in handed for t in times] == expected
+    finally:
+        stream.close()
+        state.close()
+
+
+def test_only_acknowledged_samples_reach_the_other_consumer_so_a_resent_one_arrives_once(
+    source: FakeHistory, tmp_path: Path
+) -> None:
+    now = baxo_now()
+    source.record(DEVICE.id, ["TEMP"], now - 600, now)
+    expected = sorted(r.timestamp for r in source.rows[DEVICE.id])
+    handed: list[int] = []
+    broker = FakeBroker(holding=True)
+    state = StateDirectory.open(tmp_path / "state", "test-client")
+    stream = stream_with_another_consumer(
+        source,
+        state,
+        broker,
+        lambda c, d, rows: handed.extend(r.timestamp for r in rows),
+        ack_timeout_s=0.5,
+    )
+    try:
+        wait_until(lambda: len(broker.samples()) == len(expected), 10, "the page published")
+        assert handed == []  # published, not yet acknowledged
+        broker.acknowledge(4)  # then the broker goes quiet: the page ends unfinished
+        wait_until(lambda: handed == expected[:4], 10, "the acknowledged four handed over")
+        broker.holding = False
+        broker.acknowledge(len(broker.waiting))
+        # The rest is read and sent again, and handed over once the broker has it.
+        wait_until(lambda: handed == expected, 20, "the rest handed over, once")
     finally:
         stream.close()
         state.close()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from baxo_mqtt.bridge.store import StoredValue
 from baxo_mqtt.bridge.tagmeta import TagMeta, TagMetadata
 from baxo_mqtt.bridge.topics import TopicScheme
 from baxo_mqtt.outputs.sparkplug import codec, naming
+from baxo_mqtt.outputs.sparkplug.backlog import LIVE_KEPT
 from baxo_mqtt.outputs.sparkplug.codec import DataType, Metric, Payload, Property
 from baxo_mqtt.outputs.sparkplug.node import (
     EdgeNode,
@@ -59,8 +61,13 @@ class DictState:
     def load(self, namespace: str) -> dict[str, JsonValue]:
         return dict(self.data.get(namespace, {}))
 
-    def save(self, namespace: str, items: Mapping[str, JsonValue]) -> None:
-        self.data.setdefault(namespace, {}).update(items)
+    def save(
+        self, namespace: str, items: Mapping[str, JsonValue], *, delete: Iterable[str] = ()
+    ) -> None:
+        stored = self.data.setdefault(namespace, {})
+        stored.update(items)
+        for key in delete:
+            stored.pop(key, None)
 
 
 def catalog(*devices: Device) -> Catalog:
@@ -76,10 +83,13 @@ def make_node(
     options: SparkplugOptions = OPTIONS,
     tags: TagMetadata | None = None,
     clock: Clock | None = None,
+    history_held: int = 1_000,
 ) -> EdgeNode:
     state = state or DictState()
     memory = MetricMemory(state.load, state.save)
-    return EdgeNode(options, tags or TagMetadata(), memory, clock or Clock())
+    return EdgeNode(
+        options, tags or TagMetadata(), memory, clock or Clock(), history_held=history_held
+    )
 
 
 def snapshot(values: dict[Device, dict[str, StoredValue]], online: bool = True) -> SnapshotCopy:
@@ -389,14 +399,360 @@ def test_births_wait_for_the_primary_host_and_follow_its_state() -> None:
 
 def test_history_goes_out_as_historical_ddata_oldest_first_in_batches(node: EdgeNode) -> None:
     born(node, {BOILER: {"T": ("20", 10_000, False)}})
-    rows = [HistoryRow("D1", "T", str(i), i, 1) for i in range(10_001, 0, -1)]
+    rows = [HistoryRow("D1", "T", str(i), i, 1) for i in range(1, 10_000)]
     out = node.historical("C1", "D1", rows)
     batches = [decoded(m).metrics for m in out]
     assert [len(b) for b in batches] == [500] * 19 + [499]
     assert all(m.is_historical for b in batches for m in b)
     stamps = [m.timestamp_ms or 0 for b in batches for m in b]
     assert stamps == sorted(stamps)
-    assert stamps[-1] == unix_ms(9_999)  # the current value and newer are not history
+    assert stamps[-1] == unix_ms(9_999)
+
+
+# --- historical metrics and the births ---------------------------------------------
+
+
+def rows_of(tag: str, stamps: range | list[int], device: Device = BOILER) -> list[HistoryRow]:
+    return [HistoryRow(device.id, tag, str(ts), ts, 1) for ts in stamps]
+
+
+def historical_stamps(messages: list[Outgoing]) -> list[int]:
+    """The BAXO timestamps of every historical metric, in the order they went out."""
+    return [
+        (m.timestamp_ms or 0) // 1000 - unix_ms(0) // 1000
+        for message in messages
+        if message.kind == "DDATA"
+        for m in decoded(message).metrics
+        if m.is_historical
+    ]
+
+
+def test_history_that_comes_before_the_births_goes_out_after_them() -> None:
+    # [tck-id-payloads-ddata-order]: no DDATA before the node's and the device's births.
+    node = make_node()
+    node.begin_connection()
+    node.connected()
+    assert node.historical("C1", "D1", rows_of("T", range(1, 6))) == []  # device unknown yet
+    node.births(snapshot({BOILER: {}}))  # NBIRTH; the device has no value yet: no DBIRTH
+    assert node.historical("C1", "D1", rows_of("T", range(1, 6))) == []
+    out = node.handle(changed(BOILER, ("T", "5", 5)))
+    assert [m.kind for m in out] == ["DBIRTH", "DDATA"]
+    assert historical_stamps(out) == [1, 2, 3, 4]  # 5 is the current value, in the DBIRTH
+    assert [decoded(m).seq for m in out] == [1, 2]
+
+
+def test_history_waits_while_disconnected_and_goes_out_after_all_the_new_births() -> None:
+    # [tck-id-payloads-dbirth-order] [tck-id-payloads-ddata-order]: every DBIRTH first.
+    node = make_node()
+    born(node, {BOILER: {"T": ("1", 1, False)}, PUMP: {"T": ("1", 1, False)}})
+    node.disconnected()
+    assert node.historical("C1", "D1", rows_of("T", range(2, 10))) == []
+    assert node.historical("C1", "D2", rows_of("T", range(2, 4), PUMP)) == []
+    assert node.handle(changed(BOILER, ("T", "9", 9))) == []
+    node.begin_connection()
+    node.connected()
+    out = node.births(snapshot({BOILER: {"T": ("9", 9, False)}, PUMP: {"T": ("4", 4, False)}}))
+    assert [m.kind for m in out] == ["NBIRTH", "DBIRTH", "DBIRTH", "DDATA", "DDATA"]
+    assert [m.topic.rsplit("/", 1)[1] for m in out[3:]] == ["D1", "D2"]
+    assert historical_stamps(out) == [2, 3, 4, 5, 6, 7, 8, 2, 3]
+    assert [decoded(m).seq for m in out] == [0, 1, 2, 3, 4]
+
+
+def test_history_waits_for_the_primary_host() -> None:
+    # [tck-id-operational-behavior-edge-node-birth-sequence-wait]
+    options = SparkplugOptions(group_id="G", edge_node_id="node", primary_host_id="scada")
+    node = make_node(options=options)
+    node.begin_connection()
+    assert not node.connected()
+    assert node.births(snapshot({BOILER: {"T": ("4", 4, False)}})) == []
+    assert node.historical("C1", "D1", rows_of("T", range(1, 5))) == []
+    assert node.host_state(b'{"online": true, "timestamp": 1}') == "online"
+    out = node.births(snapshot({BOILER: {"T": ("4", 4, False)}}))
+    assert [m.kind for m in out] == ["NBIRTH", "DBIRTH", "DDATA"]
+    assert historical_stamps(out) == [1, 2, 3]
+
+
+def test_a_rebirth_sends_the_births_again_and_not_the_history_already_sent() -> None:
+    # [tck-id-operational-behavior-data-commands-rebirth-action-1]
+    # [tck-id-operational-behavior-data-commands-rebirth-action-2]
+    node = make_node()
+    born(node, {BOILER: {"T": ("5", 5, False)}})
+    assert historical_stamps(node.historical("C1", "D1", rows_of("T", range(1, 5)))) == [1, 2, 3, 4]
+    assert node.want_rebirth()
+    assert node.historical("C1", "D1", rows_of("T", range(5, 8))) == []  # waits for the births
+    again = node.births(snapshot({BOILER: {"T": ("8", 8, False)}}))
+    assert [m.kind for m in again] == ["NBIRTH", "DBIRTH", "DDATA"]
+    assert historical_stamps(again) == [6, 7]  # 5 went out live, 8 is in the DBIRTH
+
+
+def test_history_ahead_of_the_realtime_poll_waits_for_it() -> None:
+    node = make_node()
+    born(node, {BOILER: {"T": ("5", 5, False)}})
+    # The stream read a transmission the realtime poll has not shown yet.
+    assert historical_stamps(node.historical("C1", "D1", rows_of("T", range(1, 11)))) == [
+        1,
+        2,
+        3,
+        4,
+    ]
+    out = node.handle(changed(BOILER, ("T", "10", 10)))
+    assert [m.kind for m in out] == ["DDATA", "DDATA"]
+    assert not decoded(out[0]).metrics[0].is_historical  # the live value first
+    assert historical_stamps(out) == [6, 7, 8, 9]
+
+
+def test_a_sample_that_went_out_live_is_never_sent_again_as_history() -> None:
+    node = make_node()
+    born(node, {BOILER: {"T": ("5", 5, False)}})
+    node.handle(changed(BOILER, ("T", "10", 10)))
+    node.handle(changed(BOILER, ("T", "15", 15)))
+    # The stream comes later than two realtime values: 10 went out live, not history.
+    out = node.historical("C1", "D1", rows_of("T", range(6, 16)))
+    assert historical_stamps(out) == [6, 7, 8, 9, 11, 12, 13, 14]
+
+
+def test_a_device_that_dies_holds_its_history_until_it_is_born_again() -> None:
+    node = make_node()
+    born(node, {BOILER: {"T": ("1", 1, False)}, PUMP: {"T": ("1", 1, False)}})
+    node.handle(AvailabilityChanged(entry(BOILER), online=False))
+    assert node.historical("C1", "D1", rows_of("T", range(2, 5))) == []
+    pump = node.historical("C1", "D2", rows_of("T", [0], PUMP))  # other devices go on
+    assert historical_stamps(pump) == [0]
+    node.handle(changed(BOILER, ("T", "5", 5)))
+    out = node.handle(AvailabilityChanged(entry(BOILER), online=True))
+    assert [m.kind for m in out] == ["DBIRTH", "DDATA"]
+    assert historical_stamps(out) == [2, 3, 4]
+
+
+def test_history_of_a_gone_device_or_tag_is_forgotten() -> None:
+    node = make_node()
+    node.begin_connection()
+    node.connected()
+    node.births(snapshot({BOILER: {"T": ("9", 9, False)}, PUMP: {"T": ("9", 9, False)}}))
+    node.want_rebirth()
+    node.historical("C1", "D1", rows_of("T", range(1, 9)) + rows_of("U", range(1, 9)))
+    node.historical("C1", "D2", rows_of("T", range(1, 9), PUMP))
+    node.handle(DeviceGone(entry(PUMP), ("T",)))
+    node.handle(TagsGone(entry(BOILER), ("U",)))
+    out = node.births(snapshot({BOILER: {"T": ("9", 9, False)}}))
+    assert [m.kind for m in out] == ["NBIRTH", "DBIRTH", "DDATA"]
+    metrics = decoded(out[2]).metrics
+    assert {m.alias for m in metrics} == {decoded(out[1]).metrics[0].alias}  # only T of D1
+    assert historical_stamps(out) == list(range(1, 9))
+
+
+def test_history_beyond_memory_is_read_again_from_the_api_after_the_births() -> None:
+    node = make_node(history_held=3)
+    node.begin_connection()
+    node.connected()
+    node.births(snapshot({BOILER: {"T": ("0", 0, False)}}))
+    node.want_rebirth()
+    assert node.historical("C1", "D1", rows_of("T", range(1, 11))) == []
+    assert node.next_reread(50) is None  # not before the births
+    out = node.births(snapshot({BOILER: {"T": ("12", 12, False)}}))
+    assert historical_stamps(out) == [1, 2, 3]  # what memory held
+    reread = node.next_reread(50)
+    assert reread is not None
+    assert (reread.contract_id, reread.device_ids, reread.tags) == ("C1", ("D1",), ("T",))
+    assert (reread.start, reread.end) == (4, 10)
+    assert node.next_reread(50) is None  # one read of it at a time
+    # Rows newer than the read wait behind it, in order.
+    assert node.historical("C1", "D1", rows_of("T", [11])) == []
+    page = rows_of("T", range(4, 11)) + rows_of("OTHER", range(4, 11))
+    assert historical_stamps(node.reread_rows(reread, page)) == list(range(4, 11))
+    node.reread_progress(reread, reread.end)
+    assert historical_stamps(node.reread_end(reread, ok=True)) == [11]
+    assert node.next_reread(50) is None
+
+
+def test_a_failed_read_again_resumes_where_it_stood_and_sends_nothing_twice() -> None:
+    node = make_node(history_held=0)
+    born(node, {BOILER: {"T": ("30", 30, False)}})
+    node.want_rebirth()
+    node.historical("C1", "D1", rows_of("T", range(1, 30)))
+    node.births(snapshot({BOILER: {"T": ("30", 30, False)}}))
+    first = node.next_reread(50)
+    assert first is not None and (first.start, first.end) == (1, 29)
+    sent = historical_stamps(node.reread_rows(first, rows_of("T", range(1, 11))))
+    node.reread_progress(first, 10)
+    sent += historical_stamps(node.reread_rows(first, rows_of("T", range(11, 16))))
+    assert node.reread_end(first, ok=False) == []  # the API failed in the second window
+    again = node.next_reread(50)
+    assert again is not None and (again.start, again.end) == (11, 29)
+    sent += historical_stamps(node.reread_rows(again, rows_of("T", range(11, 30))))
+    node.reread_end(again, ok=True)
+    assert sent == list(range(1, 30))
+
+
+def test_a_reread_spans_several_devices_of_a_contract_up_to_the_batch() -> None:
+    def two_devices_waiting() -> EdgeNode:
+        node = make_node(history_held=0)
+        values: dict[Device, dict[str, StoredValue]] = {
+            BOILER: {"T": ("9", 9, False)},
+            PUMP: {"T": ("9", 9, False)},
+        }
+        born(node, values)
+        node.want_rebirth()
+        node.historical("C1", "D1", rows_of("T", range(1, 5)))
+        node.historical("C1", "D2", rows_of("T", range(3, 8), PUMP))
+        node.births(snapshot(values))
+        return node
+
+    one = two_devices_waiting().next_reread(1)
+    assert one is not None and one.device_ids == ("D1",)
+    reread = two_devices_waiting().next_reread(50)
+    assert reread is not None
+    assert (reread.device_ids, reread.start, reread.end) == (("D1", "D2"), 1, 7)
+
+
+def test_history_waiting_for_the_births_is_read_again_after_a_restart() -> None:
+    state = DictState()
+    first = make_node(state, options=SparkplugOptions(primary_host_id="scada"))
+    first.begin_connection()
+    first.connected()  # the primary host is away: no births
+    first.births(snapshot({BOILER: {"T": ("9", 9, False)}}))
+    first.historical("C1", "D1", rows_of("T", range(1, 9)))
+    assert first.keep_history()
+    assert not first.keep_history()  # unchanged: nothing written
+    assert state.data["sparkplug.history"] == {'["C1", "D1", "T"]': [1, 8]}
+    # The next run: the stream's cursors are past those samples; the API still has them.
+    again = make_node(state)
+    again.begin_connection()
+    again.connected()
+    again.births(snapshot({BOILER: {"T": ("12", 12, False)}}))
+    reread = again.next_reread(50)
+    assert reread is not None and (reread.device_ids, reread.start, reread.end) == (("D1",), 1, 8)
+    assert historical_stamps(again.reread_rows(reread, rows_of("T", range(1, 9)))) == list(
+        range(1, 9)
+    )
+    again.reread_end(reread, ok=True)
+    assert again.keep_history()
+    assert state.data["sparkplug.history"] == {}
+
+
+def test_an_unreadable_saved_span_is_ignored_and_removed() -> None:
+    state = DictState()
+    state.data["sparkplug.history"] = {"not json": [1, 2], '["C1", "D1", "T"]': [5, 1]}
+    node = make_node(state)
+    assert node.next_reread(50) is None
+    assert node.keep_history()
+    assert state.data["sparkplug.history"] == {}
+
+
+@dataclass
+class Model:
+    """What the host saw, and the realtime poll and history stream of a test fleet."""
+
+    node: EdgeNode
+    stamps: int
+    live_at: dict[str, int] = field(default_factory=lambda: {"A": 1, "B": 1})
+    handed: dict[str, int] = field(default_factory=lambda: {"A": 0, "B": 0})
+    out: list[Outgoing] = field(default_factory=list)
+    connected: bool = True
+
+    def values(self) -> dict[str, StoredValue]:
+        return {tag: (str(ts), ts, False) for tag, ts in self.live_at.items()}
+
+    def run(self, step: tuple[str, str, int]) -> None:
+        action, tag, amount = step
+        node = self.node
+        if action == "hand":
+            upto = min(self.stamps, self.handed[tag] + amount)
+            self.out += node.historical(
+                "C1", "D1", rows_of(tag, range(self.handed[tag] + 1, upto + 1))
+            )
+            self.handed[tag] = upto
+        elif action == "live":
+            self.live_at[tag] = min(self.stamps, self.live_at[tag] + amount)
+            reading = Reading("D1", tag, str(self.live_at[tag]), self.live_at[tag])
+            self.out += node.handle(TagsChanged(entry(BOILER), [reading], self.values()))
+        elif action == "drop" and self.connected:
+            node.disconnected()
+            self.connected = False
+        elif action == "connect" and not self.connected:
+            node.begin_connection()
+            node.connected()
+            self.out += node.births(snapshot({BOILER: self.values()}))
+            self.connected = True
+        elif action == "rebirth" and self.connected and node.want_rebirth():
+            self.out += node.births(snapshot({BOILER: self.values()}))
+        elif action == "reread":
+            self.reread(fail_after=amount)
+
+    def reread(self, fail_after: int | None = None) -> bool:
+        """Serve the next read again from the history (pages of 3 rows); False when none."""
+        reread = self.node.next_reread(50)
+        if reread is None:
+            return False
+        rows = [
+            row
+            for tag in reread.tags
+            for row in rows_of(tag, range(reread.start, min(reread.end, self.stamps) + 1))
+        ]
+        pages = [rows[i : i + 3] for i in range(0, len(rows), 3)]
+        for number, page in enumerate(pages):
+            if fail_after is not None and number == fail_after:
+                self.out += self.node.reread_end(reread, ok=False)
+                return True
+            self.out += self.node.reread_rows(reread, page)
+        self.node.reread_progress(reread, reread.end)
+        self.out += self.node.reread_end(reread, ok=True)
+        return True
+
+    def seen(self) -> tuple[dict[str, list[int]], dict[str, set[int]]]:
+        """Per tag: the historical timestamps in the order sent, and the live ones."""
+        names: dict[int, str] = {}
+        historical: dict[str, list[int]] = {"A": [], "B": []}
+        live: dict[str, set[int]] = {"A": set(), "B": set()}
+        for message in self.out:
+            for m in decoded(message).metrics:
+                if message.kind == "DBIRTH":
+                    names[m.alias or 0] = m.name or ""
+                if message.kind in {"DBIRTH", "DDATA"}:
+                    tag, ts = (
+                        names[m.alias or 0],
+                        (m.timestamp_ms or 0) // 1000 - unix_ms(0) // 1000,
+                    )
+                    (historical[tag].append(ts) if m.is_historical else live[tag].add(ts))
+        return historical, live
+
+
+STEPS = st.tuples(
+    st.sampled_from(["hand", "live", "drop", "connect", "rebirth", "reread"]),
+    st.sampled_from(["A", "B"]),
+    st.integers(0, 6),
+)
+
+
+@settings(deadline=None, max_examples=300)
+@given(st.lists(STEPS, max_size=40), st.integers(0, 8))
+def test_every_sample_goes_out_once_oldest_first_whatever_the_order_of_events(
+    steps: list[tuple[str, str, int]], held: int
+) -> None:
+    """Births, deaths, rebirths, the poll and the stream in any order, little memory,
+    reads again that fail: each sample goes out once (live or historical), history
+    oldest first per metric, and none before the births."""
+    # No more values than backlog.LIVE_KEPT per metric, so every live one is remembered.
+    model = Model(make_node(history_held=held), stamps=LIVE_KEPT)
+    model.out += born(model.node, {BOILER: model.values()})
+    for step in steps:
+        before = len(model.out)
+        model.run(step)
+        if not model.connected:
+            assert len(model.out) == before  # nothing goes out between births
+    for tag in ("A", "B"):  # the poll and the stream catch up, the node comes back
+        model.run(("hand", tag, model.stamps))
+        model.run(("live", tag, model.stamps))
+    model.run(("connect", "A", 0))
+    while model.reread():
+        pass
+    historical, live = model.seen()
+    for tag in ("A", "B"):
+        assert historical[tag] == sorted(historical[tag]), f"{tag}: not oldest first"
+        assert len(historical[tag]) == len(set(historical[tag])), f"{tag}: history twice"
+        assert not set(historical[tag]) & live[tag], f"{tag}: live and history"
+        assert set(historical[tag]) | live[tag] == set(range(1, model.stamps + 1))
+    assert model.node.next_reread(50) is None
 
 
 def test_two_devices_with_one_sparkplug_name_are_refused() -> None:

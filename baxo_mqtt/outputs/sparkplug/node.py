@@ -21,6 +21,11 @@ The rules it keeps (interface.md, "Sparkplug B"):
   0 (bad); ``Quality`` 192 (good) marks its return.
 * A device with a new tag is born again (DBIRTH): Sparkplug metrics exist
   only from a birth on.
+* Samples of the history stream older than their metric's current value go
+  out as historical DDATA, oldest first, ``HISTORY_BATCH`` metrics a message,
+  once their device is born; until then they wait in ``backlog.py``, and what
+  does not fit in its memory is read again from the API (``Reread``). A
+  rebirth sends the births again, not the history already sent.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
 
@@ -46,6 +52,7 @@ from baxo_mqtt.bridge.messages import IncomingMessage
 from baxo_mqtt.bridge.store import DeviceKey, StoredValue
 from baxo_mqtt.bridge.tagmeta import TagMetadata
 from baxo_mqtt.outputs.sparkplug import codec, naming
+from baxo_mqtt.outputs.sparkplug.backlog import Current, HistoryBacklog, Ready, Reread, Span
 from baxo_mqtt.outputs.sparkplug.codec import DataType, Metric, Property, SparkplugDecodeError
 from baxo_mqtt.outputs.sparkplug.options import SparkplugOptions
 from baxo_mqtt.state import JsonValue
@@ -59,33 +66,62 @@ QUALITY_GOOD = 192
 REBIRTH_MERGE_MS = 1_000
 #: The most metrics one historical DDATA carries.
 HISTORY_BATCH = 500
+#: Historical samples that may wait in memory for their births (some 3 MB): two of
+#: the API's pages, what the history stream can publish while the node connects at
+#: a first start. More wait as spans, read again from the API.
+HISTORY_HELD = 20_000
 #: The state directory namespaces of the node.
 NODE_NAMESPACE = "sparkplug"
 METRICS_NAMESPACE = "sparkplug.metrics"
+HISTORY_NAMESPACE = "sparkplug.history"  # what waits for births (backlog.py), per metric
 
 
 def unix_ms(baxo_seconds: int) -> int:
     return (baxo_seconds + BAXO_EPOCH_UNIX) * 1000
 
 
-def _read_saved_metric(
-    key: str, value: JsonValue
-) -> tuple[tuple[str, str, str], tuple[int, DataType]] | None:
+def _read_saved_key(key: str) -> tuple[str, str, str] | None:
+    """A metric's key as saved: the JSON list [contract id, device id, tag]."""
     try:
         parts = json.loads(key)
     except ValueError:
         return None
     if not (isinstance(parts, list) and len(parts) == 3 and all(isinstance(p, str) for p in parts)):
         return None
-    if not isinstance(value, dict):
+    return parts[0], parts[1], parts[2]
+
+
+def _read_saved_metric(
+    key: str, value: JsonValue
+) -> tuple[tuple[str, str, str], tuple[int, DataType]] | None:
+    parts = _read_saved_key(key)
+    if parts is None or not isinstance(value, dict):
         return None
     alias, datatype = value.get("alias"), value.get("datatype")
     if not isinstance(alias, int) or not isinstance(datatype, int):
         return None
     try:
-        return (parts[0], parts[1], parts[2]), (alias, DataType(datatype))
+        return parts, (alias, DataType(datatype))
     except ValueError:
         return None
+
+
+def _read_saved_span(key: str, value: JsonValue) -> tuple[tuple[str, str, str], Span] | None:
+    parts = _read_saved_key(key)
+    if parts is None or not isinstance(value, list) or len(value) != 2:
+        return None
+    oldest, newest = value
+    if not isinstance(oldest, int) or not isinstance(newest, int) or oldest > newest:
+        return None
+    return parts, (oldest, newest)
+
+
+class Save(Protocol):
+    """``StateDirectory.save``: set ``items`` and remove ``delete`` in one transaction."""
+
+    def __call__(
+        self, namespace: str, items: Mapping[str, JsonValue], *, delete: Iterable[str] = ...
+    ) -> None: ...
 
 
 class MetricMemory:
@@ -94,11 +130,7 @@ class MetricMemory:
     ``load``/``save`` are ``StateDirectory``'s; a test may pass a dict's.
     """
 
-    def __init__(
-        self,
-        load: Callable[[str], Mapping[str, JsonValue]],
-        save: Callable[[str, Mapping[str, JsonValue]], None],
-    ) -> None:
+    def __init__(self, load: Callable[[str], Mapping[str, JsonValue]], save: Save) -> None:
         self._save = save
         node = load(NODE_NAMESPACE)
         stored_bd_seq = node.get("bdSeq")
@@ -112,10 +144,35 @@ class MetricMemory:
             self.metrics[found[0]] = found[1]
         taken = (alias for alias, _ in self.metrics.values())
         self.next_alias = max(taken, default=codec.REBIRTH_ALIAS) + 1
+        #: History that waited for births when the last run stopped, per metric.
+        self.waiting: dict[tuple[str, str, str], Span] = {}
+        self._unreadable: list[str] = []  # removed at the first save
+        for key, value in load(HISTORY_NAMESPACE).items():
+            span = _read_saved_span(key, value)
+            if span is None:
+                log.warning("ignoring an unreadable saved Sparkplug history span", key=key)
+                self._unreadable.append(key)
+                continue
+            self.waiting[span[0]] = span[1]
+        self._kept_waiting = dict(self.waiting)  # what the state directory holds now
 
     def save_bd_seq(self, bd_seq: int) -> None:
         self._save(NODE_NAMESPACE, {"bdSeq": bd_seq})
         self.last_bd_seq = bd_seq
+
+    def keep_waiting(self, spans: Mapping[tuple[str, str, str], Span]) -> bool:
+        """Keep what waits for births instead of what was kept; False when nothing changed."""
+        if spans == self._kept_waiting and not self._unreadable:
+            return False
+        items: dict[str, JsonValue] = {
+            json.dumps(list(key)): list(span)
+            for key, span in spans.items()
+            if self._kept_waiting.get(key) != span
+        }
+        gone = [json.dumps(list(key)) for key in self._kept_waiting if key not in spans]
+        self._save(HISTORY_NAMESPACE, items, delete=[*gone, *self._unreadable])
+        self._kept_waiting, self._unreadable = dict(spans), []
+        return True
 
     def add(self, found: Mapping[tuple[str, str, str], DataType]) -> None:
         """Give new metrics an alias each and keep them, in one transaction."""
@@ -190,6 +247,9 @@ class EdgeNode:
         tagmeta: TagMetadata,
         memory: MetricMemory,
         now_ms: Callable[[], int],
+        *,
+        history: bool = True,
+        history_held: int = HISTORY_HELD,
     ) -> None:
         self._options = options
         self._tagmeta = tagmeta
@@ -215,6 +275,11 @@ class EdgeNode:
             naming.state_topic(options.primary_host_id) if options.primary_host_id else None
         )
         self._dcmd_prefix = self.dcmd_filter[:-1]
+        # With the history stream off nothing is handed over, and nothing is kept for it.
+        self._history = history
+        self._backlog = HistoryBacklog(history_held)
+        self._backlog.restore({((c, d), tag): span for (c, d, tag), span in memory.waiting.items()})
+        self._spill_logged = False
 
     # --- the connection --------------------------------------------------------
 
@@ -296,7 +361,15 @@ class EdgeNode:
             device.born = False
             if device.should_live:
                 out.append(self._dbirth(device))
+        # [tck-id-payloads-dbirth-order]: every DBIRTH before any DDATA, history included.
+        for device in self._devices.values():
+            if device.born:
+                out += self._after_live(device, device.values)
         return out
+
+    def _born(self, device: _Device) -> list[Outgoing]:
+        """A device's birth (the node's births are out), then the history that waited for it."""
+        return [self._dbirth(device), *self._after_live(device, device.values)]
 
     def _dbirth(self, device: _Device) -> Outgoing:
         self._ensure_metrics(device, device.values)
@@ -307,6 +380,16 @@ class EdgeNode:
         return self._device_message(
             device, "DBIRTH", codec.encode_dbirth(self._now_ms(), self._next_seq(), metrics)
         )
+
+    def _after_live(self, device: _Device, values: Mapping[str, StoredValue]) -> list[Outgoing]:
+        """These values went out live: the history that waited behind them may go now."""
+        if not self._history:
+            return []
+        self._backlog.went_live(device.key, {tag: ts for tag, (_, ts, _) in values.items()})
+        if not self._backlog.waiting(device.key):
+            return []  # the common case, kept cheap: nothing waits
+        ready = self._backlog.release(device.key, self._current(device), values)
+        return self._historical(device, ready)
 
     def _ensure_metrics(self, device: _Device, values: Mapping[str, StoredValue]) -> bool:
         """Give every new tag its alias and datatype; True when there was one."""
@@ -403,9 +486,10 @@ class EdgeNode:
                     return []
                 for tag in event.tags:
                     device.values.pop(tag, None)
+                self._backlog.forget(device.key, event.tags)
                 # A birth lists every metric: one without the gone tags replaces it.
                 if device.born:
-                    return [self._dbirth(device)] if device.should_live else [self._ddeath(device)]
+                    return self._born(device) if device.should_live else [self._ddeath(device)]
                 return []
             case DiscoveryDone():
                 self._absorb_catalog(event.catalog)
@@ -424,21 +508,21 @@ class EdgeNode:
         if not device.born:
             return self._follow_life(device)
         if self._ensure_metrics(device, changed):
-            return [self._dbirth(device)]
+            return self._born(device)
         metrics = [
             self._metric(device, tag, stored, named=False) for tag, stored in changed.items()
         ]
         payload = codec.encode_ddata(
             self._now_ms(), self._next_seq(), metrics, with_datatypes=self._options.datatype_in_data
         )
-        return [self._device_message(device, "DDATA", payload)]
+        return [self._device_message(device, "DDATA", payload), *self._after_live(device, changed)]
 
     def _follow_life(self, device: _Device) -> list[Outgoing]:
         """DBIRTH when a device should be alive and is not, DDEATH the other way."""
         if not self.births_out:
             return []
         if device.should_live and not device.born:
-            return [self._dbirth(device)]
+            return self._born(device)
         if device.born and not device.should_live:
             return [self._ddeath(device)]
         return []
@@ -467,6 +551,7 @@ class EdgeNode:
         device = self._devices.pop((entry.contract.id, entry.device.id), None)
         if device is None:
             return []
+        self._backlog.forget(device.key)
         self._by_name.pop(device.name, None)
         return [self._ddeath(device)] if device.born and self.births_out else []
 
@@ -477,6 +562,7 @@ class EdgeNode:
             log.error("Sparkplug device left out", problem=problem)
         for key in [k for k in self._devices if k not in names]:
             self._by_name.pop(self._devices.pop(key).name, None)
+            self._backlog.forget(key)
         for key, name in names.items():
             entry = catalog.entries[key]
             known = self._devices.get(key)
@@ -500,25 +586,81 @@ class EdgeNode:
     def historical(
         self, contract_id: str, device_id: str, rows: Sequence[HistoryRow]
     ) -> list[Outgoing]:
-        """Samples older than each metric's current value, as historical DDATA, oldest first."""
+        """Samples of the history stream: those older than their metric's current value go
+        out as historical DDATA once the device is born; until then they wait."""
         device = self._devices.get((contract_id, device_id))
-        if device is None or not device.born or not self.births_out:
-            return []
-        older = [
-            row
-            for row in rows
-            if row.tag in device.values
-            and (*device.key, row.tag) in self._memory.metrics
-            and row.timestamp < device.values[row.tag][1]
-        ]
-        older.sort(key=lambda row: row.timestamp)
+        if device is None:
+            return []  # not a Sparkplug device (gone, or left out for its name)
+        ready = self._backlog.offer(device.key, rows, self._current(device))
+        self._note_spill()
+        return self._historical(device, ready)
+
+    def keep_history(self) -> bool:
+        """Keep what waits in the state directory, for the next run to read again; False
+        when it had not changed."""
+        saved = self._backlog.saved()
+        return self._memory.keep_waiting({(*key, tag): span for (key, tag), span in saved.items()})
+
+    def next_reread(self, batch: int) -> Reread | None:
+        """History that did not fit in memory, due to be read again from the API now."""
+        return self._backlog.next_reread(self._current_of, batch)
+
+    def reread_rows(self, reread: Reread, rows: Sequence[HistoryRow]) -> list[Outgoing]:
+        """One page of a ``Reread``."""
+        ready = self._backlog.reread_rows(reread.number, reread.contract_id, rows, self._current_of)
+        self._note_spill()
+        return self._historical_of(ready)
+
+    def reread_progress(self, reread: Reread, through: int) -> None:
+        self._backlog.reread_progress(reread.number, through)
+
+    def reread_end(self, reread: Reread, ok: bool) -> list[Outgoing]:
+        """A ``Reread`` finished (or failed: what it did not read waits for the next)."""
+        out = self._historical_of(self._backlog.reread_end(reread.number, ok, self._current_of))
+        if ok and self._backlog.spans == 0:
+            self._spill_logged = False
+        return out
+
+    def _note_spill(self) -> None:
+        spilled = self._backlog.take_spilled()
+        if spilled and not self._spill_logged:
+            self._spill_logged = True
+            log.info(
+                "sparkplug history waiting beyond memory; it will be read again from the API "
+                "once its devices are born",
+                held=self._backlog.held,
+            )
+
+    def _current(self, device: _Device) -> Current:
+        """The device's metrics' current value timestamps, once it is born (else None)."""
+        if not (device.born and self.births_out):
+            return None
+        contract_id, device_id = device.key
+        return {
+            tag: timestamp
+            for tag, (_, timestamp, _) in device.values.items()
+            if (contract_id, device_id, tag) in self._memory.metrics
+        }
+
+    def _current_of(self, key: DeviceKey) -> Current:
+        device = self._devices.get(key)
+        return None if device is None else self._current(device)
+
+    def _historical_of(self, ready: Mapping[DeviceKey, list[Ready]]) -> list[Outgoing]:
         out: list[Outgoing] = []
-        for start in range(0, len(older), HISTORY_BATCH):
+        for key, samples in ready.items():
+            device = self._devices.get(key)
+            if device is not None:
+                out += self._historical(device, samples)
+        return out
+
+    def _historical(self, device: _Device, ready: Sequence[Ready]) -> list[Outgoing]:
+        """Historical DDATA of samples that may go, oldest first, ``HISTORY_BATCH`` a message."""
+        out: list[Outgoing] = []
+        for start in range(0, len(ready), HISTORY_BATCH):
             metrics = [
-                self._metric(
-                    device, row.tag, (row.value, row.timestamp, False), named=False, historical=True
-                )
-                for row in older[start : start + HISTORY_BATCH]
+                self._metric(device, tag, (raw, timestamp, False), named=False, historical=True)
+                for tag, timestamp, raw in ready[start : start + HISTORY_BATCH]
             ]
             payload = codec.encode_ddata(
                 self._now_ms(),

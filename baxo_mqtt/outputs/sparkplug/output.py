@@ -10,6 +10,11 @@ poller wait on the broker.
 The one exception is paho's pre-connect hook, which needs the next bdSeq
 before the CONNECT leaves: it takes the node's lock for that moment, which
 the worker holds only while the node computes, never while it publishes.
+
+The history stream's samples come the same way (``publish_history``). Those
+that did not fit in the node's memory while it waited for births are read
+again from the API by ``reread.py``, one request at a time, when the node
+says they are due; its pages come through the queue too.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,13 +34,22 @@ from baxo_mqtt.bridge.messages import IncomingMessage
 from baxo_mqtt.bridge.mqtt import Subscription
 from baxo_mqtt.bridge.sparkplug_link import SparkplugLink
 from baxo_mqtt.bridge.tagmeta import TagMetadata
+from baxo_mqtt.outputs.history import HistoryOptions, HistorySource
 from baxo_mqtt.outputs.sparkplug.node import (
+    HISTORY_HELD,
     EdgeNode,
     MetricMemory,
     Outgoing,
     SnapshotCopy,
 )
 from baxo_mqtt.outputs.sparkplug.options import SparkplugOptions
+from baxo_mqtt.outputs.sparkplug.reread import (
+    HistoryRereader,
+    RereadEnd,
+    RereadItem,
+    RereadPage,
+    RereadProgress,
+)
 from baxo_mqtt.state import JsonValue
 
 log = structlog.get_logger(__name__)
@@ -49,7 +63,9 @@ class StateStore(Protocol):
 
     def load(self, namespace: str) -> dict[str, JsonValue]: ...
 
-    def save(self, namespace: str, items: Mapping[str, JsonValue]) -> None: ...
+    def save(
+        self, namespace: str, items: Mapping[str, JsonValue], *, delete: Iterable[str] = ...
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +92,25 @@ class _FromPoller:
     item: _Work
 
 
-_Work = Event | SnapshotCopy | IncomingMessage | _Connected | _Disconnected | _History | None
+_Work = (
+    Event
+    | SnapshotCopy
+    | IncomingMessage
+    | _Connected
+    | _Disconnected
+    | _History
+    | RereadItem
+    | None
+)
 _Queued = _Work | _FromPoller
 #: Events the poller may have queued ahead of the node: a cycle of 1,000 devices
 #: waits for the node after two thousand.
 EVENTS_IN_QUEUE = 2_000
+#: Pages of the history stream queued ahead of the node (each up to one API page).
+HISTORY_PAGES_IN_QUEUE = 4
+#: How often what waits for births is kept in the state directory (when it changed),
+#: as the history stream keeps its cursors: a kill -9 loses at most this much of it.
+HISTORY_KEEP_S = 1.0
 #: The longest the poller waits for room before dropping an event (a stuck node).
 ROOM_WAIT_S = 30.0
 
@@ -104,6 +134,9 @@ class SparkplugOutput:
         count_rebirth: Callable[[], None] = lambda: None,
         count_rejected_write: Callable[[], None] = lambda: None,
         now_ms: Callable[[], int] = _now_ms,
+        history_source: HistorySource | None = None,
+        history_options: HistoryOptions | None = None,
+        history_held: int = HISTORY_HELD,
     ) -> None:
         self._options = options
         self._submit_write = submit_write
@@ -112,14 +145,33 @@ class SparkplugOutput:
         self._count_rebirth = count_rebirth
         self._count_rejected_write = count_rejected_write
         memory = MetricMemory(state.load, state.save)
-        self.node = EdgeNode(options, tagmeta, memory, now_ms)
+        self.node = EdgeNode(
+            options,
+            tagmeta,
+            memory,
+            now_ms,
+            history=history_source is not None,
+            history_held=history_held,
+        )
         self._node_lock = threading.Lock()
         self._queue: queue.SimpleQueue[_Queued] = queue.SimpleQueue()
+        history = history_options or HistoryOptions()
+        self._reread_batch = history.batch_size
+        # With no source (the history stream off), nothing is handed over to wait for one.
+        self._rereader = (
+            None
+            if history_source is None
+            else HistoryRereader(history_source, history.max_span_s, self._queue.put)
+        )
+        self._rereading = False  # one Reread at a time; only the worker reads and writes this
+        self._history_kept_at = 0.0
         # Events from the poller wait for room here, so the poller slows to
         # the node's pace instead of queueing copies of whole cycles (the
         # bench saw 250 MB when reads ran ahead). Items from paho's thread
         # never wait: they are few, and paho must not block.
         self._room = threading.Semaphore(EVENTS_IN_QUEUE)
+        # Likewise the history stream's pages: its reader waits, it does not pile up copies.
+        self._history_room = threading.Semaphore(HISTORY_PAGES_IN_QUEUE)
         self._worker: threading.Thread | None = None
         subscriptions = [
             Subscription(self.node.ncmd_topic),
@@ -142,6 +194,8 @@ class SparkplugOutput:
     def start(self) -> None:
         self._worker = threading.Thread(target=self._work, name="baxo-sparkplug", daemon=True)
         self._worker.start()
+        if self._rereader is not None:
+            self._rereader.start()
         self.link.start()
 
     def handle(self, event: Event) -> None:
@@ -175,16 +229,29 @@ class SparkplugOutput:
 
     def close(self, timeout_s: float = 1.5) -> None:
         """Stop the worker, then NDEATH and a clean disconnect."""
+        if self._rereader is not None:
+            self._rereader.close(timeout_s / 4)
         self._queue.put(None)
         if self._worker is not None:
             self._worker.join(timeout_s / 2)
+        self._keep_history(now=True)
         with self._node_lock:
             death = self.node.death()
         if self.link.close(death, timeout_s / 2):
             self._count_message("NDEATH")
 
     def publish_history(self, contract_id: str, device_id: str, rows: Sequence[HistoryRow]) -> None:
-        """Recorded samples of one device (the history stream): older ones go out historical."""
+        """Recorded samples of one device (the history stream): older ones go out historical.
+
+        On the history stream's thread: waits for room, as the poller does for events.
+        """
+        if not self._history_room.acquire(timeout=ROOM_WAIT_S):
+            log.error(
+                "sparkplug output is stuck; history samples were dropped",
+                rows=len(rows),
+                waited_s=ROOM_WAIT_S,
+            )
+            return
         self._queue.put(_History(contract_id, device_id, tuple(rows)))
 
     # --- the worker ------------------------------------------------------------
@@ -195,18 +262,42 @@ class SparkplugOutput:
 
     def _work(self) -> None:
         while True:
-            queued = self._queue.get()
+            try:
+                queued = self._queue.get(timeout=HISTORY_KEEP_S)
+            except queue.Empty:
+                self._keep_history()
+                continue
             if queued is None:
                 return
             from_poller = isinstance(queued, _FromPoller)
             item = queued.item if isinstance(queued, _FromPoller) else queued
             try:
                 self._do(item)
+                self._start_reread()
             except Exception:  # one bad item must not end the node
                 log.exception("sparkplug output failed on an item", item=type(item).__name__)
             finally:
                 if from_poller:
                     self._room.release()
+                elif isinstance(item, _History):
+                    self._history_room.release()
+                elif isinstance(item, RereadPage):
+                    item.taken.set()
+            self._keep_history()
+
+    def _keep_history(self, *, now: bool = False) -> None:
+        """Keep what waits for births in the state directory, at most once a second."""
+        if self._rereader is None:
+            return  # the history stream is off: nothing waits
+        clock = time.monotonic()
+        if not now and clock - self._history_kept_at < HISTORY_KEEP_S:
+            return
+        self._history_kept_at = clock
+        try:
+            with self._node_lock:
+                self.node.keep_history()
+        except Exception:  # kept at the next attempt; the node goes on
+            log.exception("sparkplug history waiting for births could not be kept")
 
     def _do(self, item: _Work) -> None:
         node = self.node
@@ -233,12 +324,40 @@ class SparkplugOutput:
             case _History():
                 with self._node_lock:
                     out = node.historical(item.contract_id, item.device_id, item.rows)
+            case RereadPage():
+                with self._node_lock:
+                    out = node.reread_rows(item.reread, item.rows)
+            case RereadProgress():
+                with self._node_lock:
+                    node.reread_progress(item.reread, item.through)
+            case RereadEnd():
+                self._rereading = False
+                with self._node_lock:
+                    out = node.reread_end(item.reread, item.ok)
             case None:
                 return
             case _:
                 with self._node_lock:
                     out = node.handle(item)
         self._send(out)
+
+    def _start_reread(self) -> None:
+        """Hand the next due history to the re-reader, when it is idle."""
+        if self._rereader is None or self._rereading:
+            return
+        with self._node_lock:
+            reread = self.node.next_reread(self._reread_batch)
+        if reread is None:
+            return
+        self._rereading = True
+        log.info(
+            "sparkplug reading history again from the API",
+            contract=reread.contract_id,
+            devices=len(reread.device_ids),
+            start=reread.start,
+            end=reread.end,
+        )
+        self._rereader.submit(reread)
 
     def _send(self, messages: list[Outgoing]) -> None:
         for message in messages:
