@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -38,6 +38,7 @@ from baxo_mqtt.bridge.events import (
     DiscoveryDone,
     Event,
     TagsChanged,
+    TagsGone,
 )
 from baxo_mqtt.bridge.tagmeta import TagMetadata
 from baxo_mqtt.bridge.topics import TopicScheme
@@ -114,7 +115,8 @@ class HistoryOptions:
     ``tag_selected`` is the ``[filter]`` tag rule; ``request_tags`` the exact
     tag list to ask the API for when the filter names one (else every tag);
     ``keep_unselected_s``: how long a cursor outlives its device or tag
-    leaving the selection, so a filter mistake fixed in time loses nothing.
+    leaving the selection, or its tag vanishing from the account, so that a
+    filter mistake fixed in time, or a tag that comes back, loses nothing.
     """
 
     lookback_s: int = 3600
@@ -234,6 +236,13 @@ class HistoryStream:
         # When each device last had a read reaching overlap_s back (monotonic
         # in the stream's clock; not kept: the first read after a start is one).
         self._overlap_read_at: dict[DeviceKey, float] = {}
+        # The newest realtime timestamp that prompted a read of each device and
+        # may not have been delivered yet.
+        self._shown: dict[DeviceKey, int] = {}
+        # Where the next read of a device must begin at the latest: a tag came
+        # back (into the selection, or into the account) and must be read from
+        # its own cursor, however far behind the device's other tags it is.
+        self._resume_from: dict[DeviceKey, int] = {}
         self._dirty: set[TagKey] = set()
         self._deleted: set[TagKey] = set()
         self._commit_lock = threading.Lock()
@@ -274,18 +283,30 @@ class HistoryStream:
         now = self._clock()
         with self._wake:
             if isinstance(event, DeviceListed):
-                self._select(event.entry, now)
+                # A device new to the stream is first read once the discovery is
+                # done (``_reconcile``), with every other new one: a fleet listed
+                # at start is then read batch_size devices a request, not one by
+                # one as the events arrive.
+                self._select(event.entry, now, add=False)
             elif isinstance(event, DeviceGone):
                 key = (event.entry.contract.id, event.entry.device.id)
                 self._schedule.remove(key)
                 self._entries.pop(key, None)
+                self._shown.pop(key, None)
             elif isinstance(event, DiscoveryDone):
                 self._reconcile(event, now)
             elif isinstance(event, TagsChanged):
                 key = (event.entry.contract.id, event.entry.device.id)
+                self._follow_tags(key, {*event.values, *(r.tag for r in event.changes)}, now)
                 newest = self._device_newest.get(key)
-                if newest is None or any(r.timestamp > newest for r in event.changes):
+                shown = max((r.timestamp for r in event.changes), default=None)
+                if shown is not None and (newest is None or shown > newest):
+                    self._shown[key] = max(shown, self._shown.get(key, shown))
                     self._schedule.poke(key, now)
+            elif isinstance(event, TagsGone):
+                key = (event.entry.contract.id, event.entry.device.id)
+                for tag in event.tags:
+                    self._vanish((*key, tag), now)
             elif isinstance(event, AvailabilityChanged) and event.online:
                 # Back after an outage: catch up now rather than at the next interval.
                 self._schedule.poke((event.entry.contract.id, event.entry.device.id), now)
@@ -325,11 +346,13 @@ class HistoryStream:
         if cursor.newest is not None and cursor.newest > self._device_newest.get(device, -1):
             self._device_newest[device] = cursor.newest
 
-    def _select(self, entry: DeviceEntry, now: float) -> None:
+    def _select(self, entry: DeviceEntry, now: float, *, add: bool = True) -> None:
+        """Follow a device's listing; ``add``: read it when it is new to the stream."""
         key = (entry.contract.id, entry.device.id)
         if entry.device.is_active:
-            self._entries[key] = entry
-            self._schedule.add(key, now)
+            if add or key in self._schedule:
+                self._entries[key] = entry
+                self._schedule.add(key, now)
         else:
             # Inactive and suspended devices transmit nothing: not read.
             self._entries.pop(key, None)
@@ -346,18 +369,66 @@ class HistoryStream:
                 self._entries.pop(device, None)
         selected = self._options.tag_selected
         for key, cursor in list(self._cursors.items()):
-            if (key[0], key[1]) in entries and (key[2] == DEVICE_RECORD or selected(key[2])):
-                if cursor.gone_since is not None:
-                    cursor.gone_since = None
-                    self._dirty.add(key)
-            elif cursor.gone_since is None:
-                cursor.gone_since = now
-                self._dirty.add(key)
-            elif now - cursor.gone_since > self._options.keep_unselected_s:
+            in_selection = (key[0], key[1]) in entries and (
+                key[2] == DEVICE_RECORD or selected(key[2])
+            )
+            self._judge(key, cursor, in_selection=in_selection, now=now)
+            if (
+                cursor.gone_since is not None
+                and now - cursor.gone_since > self._options.keep_unselected_s
+            ):
                 del self._cursors[key]
                 self._device_tags.get((key[0], key[1]), set()).discard(key[2])
                 self._dirty.discard(key)
                 self._deleted.add(key)
+
+    def _judge(self, key: TagKey, cursor: TagCursor, *, in_selection: bool, now: float) -> None:
+        """Keep ``gone_since`` true to the tag: set while it is out of the selection or
+        out of the account, cleared when it is back in both.
+
+        A tag that comes back is read again from its own cursor (``_resume_from``):
+        while it was away its device kept being read for the others, past
+        samples of its own that the API may hold (a tag left out by a filter
+        mistake, or missing from some realtime answers).
+        """
+        live = in_selection and not cursor.vanished
+        if not live and cursor.gone_since is None:
+            cursor.gone_since = now
+            self._dirty.add(key)
+        elif live and cursor.gone_since is not None:
+            cursor.gone_since = None
+            self._dirty.add(key)
+            if key[2] != DEVICE_RECORD:
+                device = (key[0], key[1])
+                start = cursor.resume_from()
+                self._resume_from[device] = min(start, self._resume_from.get(device, start))
+                self._schedule.poke(device, now)
+
+    def _vanish(self, key: TagKey, now: float) -> None:
+        """The tag is missing from its device's realtime answer: stop waiting for it."""
+        cursor = self._cursors.get(key)
+        if cursor is not None and not cursor.vanished:
+            cursor.vanished = True
+            if cursor.gone_since is None:  # else already ageing, out of the selection
+                cursor.gone_since = now
+            self._dirty.add(key)
+
+    def _follow_tags(self, device: DeviceKey, present: Collection[str], now: float) -> None:
+        """``present``: the tags the device's realtime answers hold. Those with a cursor
+        that it lacks have vanished (also after a restart, when no ``TagsGone`` says
+        so); those that vanished and are back are read again from their own cursors."""
+        for tag in self._device_tags.get(device, ()):
+            key = (device[0], device[1], tag)
+            cursor = self._cursors[key]
+            if tag not in present:
+                self._vanish(key, now)
+            elif cursor.vanished:
+                cursor.vanished = False
+                self._dirty.add(key)
+                # Back in the account: it is live again if it is in the selection,
+                # which the poller only reports on tags that are.
+                in_selection = device in self._entries and self._options.tag_selected(tag)
+                self._judge(key, cursor, in_selection=in_selection, now=now)
 
     def _device_start(self, key: DeviceKey, now_baxo: int, now: float) -> tuple[int, bool]:
         """Where a read of one device begins, and whether it reaches ``overlap_s`` back.
@@ -379,7 +450,7 @@ class HistoryStream:
         if record.newest is None or last is None or now - last >= self._options.interval_s:
             return overlap_start, True
         after_newest = [
-            cursor.floor if cursor.newest is None else cursor.newest + 1
+            cursor.resume_from()
             for tag in self._device_tags.get(key, ())
             if (cursor := self._cursors[(key[0], key[1], tag)]).gone_since is None
         ]
@@ -387,6 +458,12 @@ class HistoryStream:
             return overlap_start, True
         # A tag that stopped reporting holds reads back no further than the overlap.
         return max(overlap_start, min(after_newest)), False
+
+    def _start_of(self, key: DeviceKey, now_baxo: int, now: float) -> tuple[int, bool]:
+        """``_device_start``, or earlier where a tag that came back must be read from."""
+        start, overlap = self._device_start(key, now_baxo, now)
+        resume = self._resume_from.get(key)
+        return (start, overlap) if resume is None else (min(start, resume), overlap)
 
     def _read_through(self, contract_id: str, device_ids: Iterable[str], upto: int) -> None:
         """Every row of these devices up to ``upto`` was delivered and acknowledged."""
@@ -425,12 +502,15 @@ class HistoryStream:
         now_baxo = int(now) - BAXO_EPOCH_UNIX
         by_contract: dict[str, list[tuple[str, int]]] = {}
         reaching_back: set[DeviceKey] = set()
+        resuming: dict[DeviceKey, int] = {}
         with self._lock:
             for key in due:
-                start, overlap = self._device_start(key, now_baxo, now)
+                start, overlap = self._start_of(key, now_baxo, now)
                 by_contract.setdefault(key[0], []).append((key[1], start))
                 if overlap:
                     reaching_back.add(key)
+                if key in self._resume_from:
+                    resuming[key] = self._resume_from[key]
         size = max(1, self._options.batch_size)
         for contract_id, devices in by_contract.items():
             # Devices with close starts share a request, so that one far behind
@@ -444,9 +524,17 @@ class HistoryStream:
                 with self._lock:
                     for device_id, _start in batch:
                         key = (contract_id, device_id)
-                        self._schedule.done(key, self._clock(), ok=ok)
+                        # A poke during the read asked for a sample the read may
+                        # have brought after all: read again only if it did not.
+                        wanted = self._shown.get(key)
+                        missing = wanted is not None and wanted > self._device_newest.get(key, -1)
+                        if ok and not missing:
+                            self._shown.pop(key, None)
+                        self._schedule.done(key, self._clock(), ok=ok, still_wanted=missing)
                         if ok and key in reaching_back:
                             self._overlap_read_at[key] = now
+                        if ok and key in resuming and self._resume_from.get(key) == resuming[key]:
+                            del self._resume_from[key]
 
     def _read_batch(self, contract_id: str, starts: dict[str, int], end: int) -> bool:
         windows = plan_windows(min(starts.values()), end, self._options.max_span_s)
