@@ -13,18 +13,22 @@ sent, and cursors are saved in the state directory at least once a second
 and at ``close()``. A sample sent but not acknowledged (broker gone, bridge
 killed) is read and sent again on the next pass, byte for byte the same.
 
-Memory is bounded by one page: rows are read a page at a time from windows of
-at most ``max_span_s`` (``history_plan``), each page is published and its
-acknowledgements awaited before the next one is asked for, and
-``publish_acked`` itself waits when the broker's window is full.
+Memory is bounded by a few pages: rows are read a page at a time from
+windows of at most ``max_span_s`` (``history_plan``); the next page is
+fetched while one is published (``history_ahead``), a page is sent only once
+the one before the last is acknowledged (``history_delivery``), and
+``publish_acked`` itself waits when the broker's window is full. So the
+broker is kept busy through the API's round trips, and a catch-up of a month
+holds no more than one of an hour.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Protocol
 
 import structlog
@@ -43,6 +47,7 @@ from baxo_mqtt.bridge.events import (
 from baxo_mqtt.bridge.tagmeta import TagMetadata
 from baxo_mqtt.bridge.topics import TopicScheme
 from baxo_mqtt.errors import BaxoError
+from baxo_mqtt.outputs.history_ahead import ReadAhead
 from baxo_mqtt.outputs.history_cursors import (
     CursorDecodeError,
     TagCursor,
@@ -53,6 +58,7 @@ from baxo_mqtt.outputs.history_cursors import (
     encode,
     encode_key,
 )
+from baxo_mqtt.outputs.history_delivery import InFlight, PageDelivery, ReadThrough
 from baxo_mqtt.outputs.history_payload import sample_payload
 from baxo_mqtt.outputs.history_plan import DeviceKey, ReadSchedule, plan_windows
 from baxo_mqtt.state import JsonValue
@@ -73,6 +79,12 @@ LAG_EVERY_S = 5.0
 DEVICE_RECORD = ""
 #: The longest ``close`` waits for the reader thread before saving what is acknowledged.
 CLOSE_WAIT_S = 1.5
+#: Pages sent whose acknowledgements may still be awaited when the next one
+#: goes out: the one just sent. The one before it is acknowledged long before
+#: (the broker's window is a fraction of a page), so this costs no wait.
+PAGES_IN_DOUBT = 1
+#: A page's rows in the order they must go out: each tag's in increasing time.
+_ROW_ORDER = itemgetter(0, 1, 3)  # (device id, tag, timestamp) of a HistoryRow
 
 PublishAcked = Callable[[str, bytes, Callable[[], None]], bool]
 
@@ -132,67 +144,6 @@ class HistoryOptions:
     ack_timeout_s: float = 30.0
 
 
-class _Delivery:
-    """The samples of one page handed to the broker, and which were acknowledged.
-
-    ``on_ack`` runs on the MQTT thread: it only flips a flag and wakes the reader.
-    """
-
-    def __init__(self) -> None:
-        self.keys: list[TagKey] = []
-        self.stamps: list[int] = []
-        self._acked: list[bool] = []
-        self._acked_count = 0
-        self._applied = 0
-        self._cancelled = False
-        self._changed = threading.Condition()
-
-    def add(self, key: TagKey, timestamp: int) -> Callable[[], None]:
-        index = len(self.keys)
-        self.keys.append(key)
-        self.stamps.append(timestamp)
-        self._acked.append(False)
-
-        def on_ack() -> None:
-            with self._changed:
-                if not self._acked[index]:
-                    self._acked[index] = True
-                    self._acked_count += 1
-                    self._changed.notify_all()
-
-        return on_ack
-
-    def cancel(self) -> None:
-        """Stop waiting (the stream is closing)."""
-        with self._changed:
-            self._cancelled = True
-            self._changed.notify_all()
-
-    def wait_all(self, expected: int, timeout_s: float, clock: Callable[[], float]) -> bool:
-        """True once the first ``expected`` samples are acknowledged; False when no
-        acknowledgement came for ``timeout_s`` (or the stream is closing)."""
-        with self._changed:
-            progress_at, seen = clock(), self._acked_count
-            while self._acked_count < expected and not self._cancelled:
-                if self._acked_count != seen:
-                    progress_at, seen = clock(), self._acked_count
-                left = progress_at + timeout_s - clock()
-                if left <= 0:
-                    return False
-                self._changed.wait(left)
-            return self._acked_count >= expected
-
-    def take_acknowledged(self) -> list[tuple[TagKey, int]]:
-        """The samples acknowledged since the last call, up to the first that is not:
-        a cursor may never move past a sample still in doubt."""
-        with self._changed:
-            start = end = self._applied
-            while end < len(self._acked) and self._acked[end]:
-                end += 1
-            self._applied = end
-        return list(zip(self.keys[start:end], self.stamps[start:end], strict=True))
-
-
 class HistoryStream:
     """The ``Output`` of the history stream."""
 
@@ -249,7 +200,7 @@ class HistoryStream:
         self._last_commit = 0.0
         self._last_lag = -LAG_EVERY_S
         self._lag_s: float | None = None
-        self._delivery: _Delivery | None = None
+        self._in_flight = InFlight(self._apply, self._read_through)
         self._stopping = threading.Event()
         self._closed = False
         self._api_failing = False
@@ -322,11 +273,8 @@ class HistoryStream:
         # flight, so that a clean stop sends nothing twice at the next start.
         if self._thread is not None:
             self._thread.join(CLOSE_WAIT_S)
-        with self._lock:
-            delivery = self._delivery
-        if delivery is not None:
-            delivery.cancel()
-            self._apply(delivery)
+        self._in_flight.cancel()
+        self._settle(keep=None)
         self._commit()
         self._closed = True
 
@@ -465,12 +413,13 @@ class HistoryStream:
         resume = self._resume_from.get(key)
         return (start, overlap) if resume is None else (min(start, resume), overlap)
 
-    def _read_through(self, contract_id: str, device_ids: Iterable[str], upto: int) -> None:
-        """Every row of these devices up to ``upto`` was delivered and acknowledged."""
+    def _read_through(self, point: ReadThrough) -> None:
+        """Every row of these devices up to ``point.upto`` was delivered and acknowledged."""
         with self._lock:
-            for device_id in device_ids:
-                key = (contract_id, device_id, DEVICE_RECORD)
+            for device_id in point.device_ids:
+                key = (point.contract_id, device_id, DEVICE_RECORD)
                 record = self._cursors.get(key)
+                upto = point.upto
                 if record is not None and (record.newest is None or record.newest < upto):
                     record.newest = upto
                     self._dirty.add(key)
@@ -538,80 +487,130 @@ class HistoryStream:
 
     def _read_batch(self, contract_id: str, starts: dict[str, int], end: int) -> bool:
         windows = plan_windows(min(starts.values()), end, self._options.max_span_s)
+        pages = ReadAhead(self._pages_of(contract_id, starts, windows), "history-read-ahead")
+        ok = True
         try:
-            for low, high in windows:
-                asked = [device_id for device_id, start in starts.items() if start <= high]
-                pages = self._source.history_pages(
-                    contract_id, asked, low, high, self._options.request_tags
-                )
-                for page in pages:
-                    if self._stopping.is_set() or not self._deliver(contract_id, starts, page.rows):
-                        return False
-                self._read_through(contract_id, asked, high)
+            for asked, upto, page in pages:
+                if page is None:  # the window is read through, once all before is acknowledged
+                    self._in_flight.add(ReadThrough(contract_id, asked, upto))
+                    continue
+                if self._stopping.is_set() or not self._deliver(contract_id, starts, page.rows):
+                    ok = False
+                    break
+                if not self._settle(keep=PAGES_IN_DOUBT):
+                    ok = False
+                    break
         except BaxoError as error:
             if not self._api_failing:
                 log.warning("history read failing; retrying with backoff", error=str(error))
             self._api_failing = True
-            return False
-        if self._api_failing:
+            ok = False
+        finally:
+            pages.close()
+        # What was sent is acknowledged (or not) all the same: cursors follow.
+        acknowledged = self._settle(keep=0)
+        if ok and self._api_failing:
             log.info("history read recovered")
             self._api_failing = False
-        return True
+        return ok and acknowledged and not self._stopping.is_set()
+
+    def _pages_of(
+        self, contract_id: str, starts: Mapping[str, int], windows: Iterable[tuple[int, int]]
+    ) -> Iterator[tuple[tuple[str, ...], int, HistoryPage | None]]:
+        """Every page of every window, each window ended by ``None``: (devices asked,
+        the window's end, the page)."""
+        for low, high in windows:
+            asked = tuple(device_id for device_id, start in starts.items() if start <= high)
+            pages = self._source.history_pages(
+                contract_id, asked, low, high, self._options.request_tags
+            )
+            for page in pages:
+                yield asked, high, page
+            yield asked, high, None
+
+    def _settle(self, *, keep: int | None) -> bool:
+        """Move cursors over what is acknowledged; with ``keep``, first wait until no more
+        pages than that are in doubt (False when the broker acknowledged nothing meanwhile)."""
+        return self._in_flight.settle(
+            keep=keep, timeout_s=self._options.ack_timeout_s, clock=time.monotonic
+        )
 
     def _deliver(self, contract_id: str, starts: Mapping[str, int], rows: list[HistoryRow]) -> bool:
-        """Publish one page's new samples; True once the broker acknowledged them all."""
+        """Publish one page's new samples; True when the broker took them all.
+
+        Rows come per tag (sorted, so each tag's samples go out in increasing
+        time whatever the API's order): what depends only on the tag (its
+        cursor, topic, metadata) is looked up once per tag, not per row.
+        """
         options = self._options
-        overlap, selected, metadata = options.overlap_s, options.tag_selected, options.tag_metadata
-        delivery = _Delivery()
-        with self._lock:
-            self._delivery = delivery
+        overlap, metadata = options.overlap_s, options.tag_metadata
+        delivery = PageDelivery()
+        self._in_flight.add(delivery)
         late: dict[str, int] = {}
-        published: dict[str, list[HistoryRow]] = {}
+        published: dict[str, list[HistoryRow]] | None = None if self._also_to is None else {}
         handed = True
-        previous: tuple[str, str, int] | None = None
-        # Sorted, so each tag's samples go out in increasing time whatever the API's order.
-        for row in sorted(rows, key=lambda r: (r.device_id, r.tag, r.timestamp)):
-            if self._stopping.is_set():
-                break
+        group: tuple[str, str] | None = None
+        skip = True
+        previous = -1
+        key: TagKey = ("", "", "")
+        cursor = TagCursor(floor=0)
+        topic = ""
+        meta = metadata.for_tag("")
+        for row in sorted(rows, key=_ROW_ORDER):
             device_id, tag, raw, timestamp, source = row
-            start = starts.get(device_id)
-            if start is None or not tag or not selected(tag):
+            if (device_id, tag) != group:
+                if self._stopping.is_set():
+                    break
+                group = (device_id, tag)
+                found = self._tag_of(contract_id, device_id, tag, starts)
+                skip = found is None
+                if found is not None:
+                    key, cursor, topic = found
+                    meta = metadata.for_tag(tag)
+                    previous = -1
+            if skip or timestamp == previous:  # not selected, or the same row twice
                 continue
-            if previous == (device_id, tag, timestamp):
-                continue  # the same row twice in one answer
-            previous = (device_id, tag, timestamp)
-            key = (contract_id, device_id, tag)
+            previous = timestamp
             with self._lock:
-                entry = self._entries.get((contract_id, device_id))
-                if entry is None:
-                    continue  # left the selection while being read
-                cursor = self._cursors.get(key)
-                if cursor is None:
-                    cursor = TagCursor(floor=start)
-                    self._adopt(key, cursor)
-                    self._dirty.add(key)
                 verdict = cursor.verdict(timestamp, overlap)
                 if verdict is Verdict.TOO_LATE:
                     cursor.record(timestamp, overlap)
                     self._dirty.add(key)
-                    late[device_id] = late.get(device_id, 0) + 1
             if verdict is not Verdict.PUBLISH:
+                if verdict is Verdict.TOO_LATE:
+                    late[device_id] = late.get(device_id, 0) + 1
                 continue
-            topic = self._scheme.history_of(entry.topic, tag)
-            payload = sample_payload(metadata.for_tag(tag), raw, timestamp, source)
-            on_ack = delivery.add(key, timestamp)
-            if not self._publish_acked(topic, payload, on_ack):
+            payload = sample_payload(meta, raw, timestamp, source)
+            if not self._publish_acked(topic, payload, delivery.add(key, timestamp)):
+                delivery.drop_last()
                 handed = False
                 break
-            published.setdefault(device_id, []).append(row)
+            if published is not None:
+                published.setdefault(device_id, []).append(row)
             if self._clock() - self._last_commit >= options.commit_interval_s:
-                self._apply(delivery)
+                self._settle(keep=None)
                 self._commit()
-        self._after_page(contract_id, late, published)
-        expected = len(delivery.keys) - (0 if handed else 1)
-        acknowledged = delivery.wait_all(expected, options.ack_timeout_s, time.monotonic)
-        self._apply(delivery)
-        return handed and acknowledged and not self._stopping.is_set()
+        self._after_page(contract_id, late, published or {})
+        return handed
+
+    def _tag_of(
+        self, contract_id: str, device_id: str, tag: str, starts: Mapping[str, int]
+    ) -> tuple[TagKey, TagCursor, str] | None:
+        """A tag's key, cursor (made if new) and topic, or None when its rows are not to go out."""
+        start = starts.get(device_id)
+        if start is None or not tag or not self._options.tag_selected(tag):
+            return None
+        key = (contract_id, device_id, tag)
+        with self._lock:
+            entry = self._entries.get((contract_id, device_id))
+            if entry is None:
+                return None  # left the selection while being read
+            cursor = self._cursors.get(key)
+            if cursor is None:
+                cursor = TagCursor(floor=start)
+                self._adopt(key, cursor)
+                self._dirty.add(key)
+        return key, cursor, self._scheme.history_of(entry.topic, tag)
 
     def _after_page(
         self, contract_id: str, late: Mapping[str, int], published: Mapping[str, list[HistoryRow]]
@@ -633,11 +632,8 @@ class HistoryStream:
 
     # --- progress ---------------------------------------------------------------------
 
-    def _apply(self, delivery: _Delivery) -> None:
-        """Move cursors over what the broker acknowledged."""
-        acknowledged = delivery.take_acknowledged()
-        if not acknowledged:
-            return
+    def _apply(self, acknowledged: Sequence[tuple[TagKey, int]]) -> None:
+        """Move cursors over samples the broker acknowledged, in the order sent."""
         overlap = self._options.overlap_s
         with self._lock:
             for key, timestamp in acknowledged:

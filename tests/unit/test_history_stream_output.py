@@ -459,7 +459,7 @@ def test_a_tag_first_seen_after_a_restart_still_begins_lookback_back(
     first = rigs(source, lookback_s=3000)
     first.broker.holding = True
     first.list_devices(DEVICE)
-    wait_until(lambda: len(first.broker.sent) == 20, 10, "the first page")
+    wait_until(lambda: len(first.broker.sent) >= 20, 10, "the first page")
     first.broker.acknowledge(10)
     first.close()
     assert all("/A/" in topic for topic, _ in first.broker.sent)  # B never reached
