@@ -509,6 +509,8 @@ class HistoryStream:
             pages.close()
         # What was sent is acknowledged (or not) all the same: cursors follow.
         acknowledged = self._settle(keep=0)
+        if not (ok and acknowledged):
+            self._in_flight.abandon()  # the next read sends again what is in doubt
         if ok and self._api_failing:
             log.info("history read recovered")
             self._api_failing = False

@@ -159,6 +159,16 @@ class InFlight:
                 if isinstance(item, PageDelivery):
                     item.cancel()
 
+    def abandon(self) -> None:
+        """Forget what is still in doubt (a read that failed): those samples are sent
+        again from the cursors, and nothing behind them may count as read through."""
+        with self._lock:
+            self._hand_over()
+            for item in self._queue:
+                if isinstance(item, PageDelivery):
+                    item.cancel()
+            self._queue.clear()
+
     def _hand_over(self) -> None:
         queue = self._queue
         while queue:

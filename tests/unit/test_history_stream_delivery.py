@@ -102,3 +102,19 @@ def test_a_sample_not_handed_over_is_not_waited_for() -> None:
     delivery.drop_last()
     assert delivery.wait_all(1, time.monotonic)
     assert delivery.take_acknowledged() == [(A, 1)]
+
+
+def test_what_a_failed_read_left_in_doubt_holds_nothing_back_once_abandoned() -> None:
+    recorder = Recorder()
+    in_flight = InFlight(recorder.acknowledged, recorder.read_through)
+    stale, stale_acks = page((A, 1), (A, 2))
+    stale_acks[0]()
+    in_flight.add(stale)
+    in_flight.add(ReadThrough("c", ("d",), 50))
+    in_flight.abandon()
+    assert recorder.events == [(A, 1)]  # what was acknowledged still counts
+    fresh, fresh_acks = page((A, 2))
+    in_flight.add(fresh)
+    fresh_acks[0]()
+    assert settle(in_flight, keep=None)
+    assert recorder.events == [(A, 1), (A, 2)]  # not stuck behind the abandoned page

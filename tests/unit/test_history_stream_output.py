@@ -673,3 +673,21 @@ def test_a_tag_put_back_into_the_selection_is_read_from_its_own_cursor(
         lambda: acknowledged + third.broker.samples("HUM") == hum_rows, 10, "HUM where it stopped"
     )
     assert third.broker.samples("TEMP") == []  # TEMP had everything already
+
+
+def test_after_acknowledgements_that_never_came_the_samples_go_again_and_progress_goes_on(
+    source: FakeHistory, rigs: Callable[..., Rig]
+) -> None:
+    now = baxo_now()
+    source.record(DEVICE.id, ["TEMP"], now - 600, now - 60)
+    count = len(source.rows[DEVICE.id])
+    rig = rigs(source, ack_timeout_s=0.3, interval_s=3600)
+    rig.broker.holding = True  # a broker that takes them and never acknowledges
+    rig.list_devices(DEVICE)
+    wait_until(lambda: len(rig.broker.sent) == count, 10, "every sample handed over")
+    rig.broker.holding = False
+    wait_until(lambda: rig.counters.published == count, 20, "sent again, and acknowledged")
+    assert rig.broker.sent[count:] == rig.broker.sent[:count]  # the same bytes
+    source.add(HistoryRow(DEVICE.id, "TEMP", "1", now, 1))
+    rig.stream.handle(realtime(Reading(DEVICE.id, "TEMP", "1", now)))
+    wait_until(lambda: rig.counters.published == count + 1, 10, "the next one counted too")
