@@ -592,6 +592,7 @@ class HistoryStream:
             if self._clock() - self._last_commit >= options.commit_interval_s:
                 self._settle(keep=None)
                 self._commit()
+        delivery.seal()
         self._after_page(contract_id, late, published or {})
         return handed
 

@@ -39,6 +39,7 @@ class PageDelivery:
         self._wanted = sys.maxsize
         self._all_in = threading.Event()
         self._take_lock = threading.Lock()
+        self._sealed = False
 
     def add(self, key: TagKey, timestamp: int) -> Callable[[], None]:
         """Note a sample about to be handed over; the callable is its acknowledgement."""
@@ -62,10 +63,15 @@ class PageDelivery:
         self.stamps.pop()
         self._acked.pop()
 
+    def seal(self) -> None:
+        """The page is sent: no sample will be added any more."""
+        self._sealed = True
+
     @property
     def settled(self) -> bool:
-        """Every sample acknowledged, and taken."""
-        return self._applied == len(self.keys)
+        """Sealed, and every sample acknowledged and taken (a page still being sent
+        may have had all of its samples so far acknowledged)."""
+        return self._sealed and self._applied == len(self.keys)
 
     def cancel(self) -> None:
         """Stop waiting (the stream is closing)."""

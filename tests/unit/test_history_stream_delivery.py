@@ -24,8 +24,11 @@ class Recorder:
 
 
 def page(*samples: tuple[TagKey, int]) -> tuple[PageDelivery, list[Callable[[], None]]]:
+    """A page sent whole: its samples added, then sealed."""
     delivery = PageDelivery()
-    return delivery, [delivery.add(key, stamp) for key, stamp in samples]
+    acks = [delivery.add(key, stamp) for key, stamp in samples]
+    delivery.seal()
+    return delivery, acks
 
 
 def settle(in_flight: InFlight, keep: int | None, timeout_s: float = 5.0) -> bool:
@@ -118,3 +121,18 @@ def test_what_a_failed_read_left_in_doubt_holds_nothing_back_once_abandoned() ->
     fresh_acks[0]()
     assert settle(in_flight, keep=None)
     assert recorder.events == [(A, 1), (A, 2)]  # not stuck behind the abandoned page
+
+
+def test_a_page_still_being_sent_stays_in_flight_though_all_so_far_is_acknowledged() -> None:
+    recorder = Recorder()
+    in_flight = InFlight(recorder.acknowledged, recorder.read_through)
+    filling = PageDelivery()
+    in_flight.add(filling)
+    filling.add(A, 1)()
+    assert settle(in_flight, keep=None)  # a commit in the middle of the page
+    assert len(in_flight) == 1
+    filling.add(A, 2)()
+    filling.seal()
+    assert settle(in_flight, keep=None)
+    assert recorder.events == [(A, 1), (A, 2)]
+    assert len(in_flight) == 0

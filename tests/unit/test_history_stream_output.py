@@ -691,3 +691,18 @@ def test_after_acknowledgements_that_never_came_the_samples_go_again_and_progres
     source.add(HistoryRow(DEVICE.id, "TEMP", "1", now, 1))
     rig.stream.handle(realtime(Reading(DEVICE.id, "TEMP", "1", now)))
     wait_until(lambda: rig.counters.published == count + 1, 10, "the next one counted too")
+
+
+def test_progress_saved_in_the_middle_of_pages_counts_every_sample_once(
+    source: FakeHistory, rigs: Callable[..., Rig]
+) -> None:
+    now = baxo_now()
+    source.page_rows = 20
+    source.record(DEVICE.id, ["TEMP", "HUM"], now - 3000, now - 60)
+    total = len(source.rows[DEVICE.id])
+    rig = rigs(source, lookback_s=3000, commit_interval_s=0.0)  # a commit at every sample
+    rig.list_devices(DEVICE)
+    wait_until(lambda: rig.counters.published == total, 10, "every sample counted")
+    newest = max(r.timestamp for r in source.rows[DEVICE.id])
+    wait_until(lambda: stored_cursor(rig, "HUM")["newest"] == newest, 5, "HUM's progress saved")
+    assert len(rig.broker.sent) == total
