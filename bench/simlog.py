@@ -1,4 +1,4 @@
-"""The simulator's request log as realtime traffic: who was read, how often, in how many requests.
+"""The simulator's request log as traffic: who was read, how often, in how many requests.
 
 ``GET /_sim/requests?operation=devices-realtimes`` returns every realtime
 request the simulator received, with its parameters. Counting only those it
@@ -9,6 +9,11 @@ answered 200 (the others did not read any value) gives:
 * realtime requests per cycle, as requests per read of the whole fleet:
   ``requests x active devices / device reads``. This needs no cycle
   boundaries, and it stays exact when the run stops in the middle of a cycle.
+
+For a history catch-up, ``devices-historics`` requests are counted (each
+page is one, ``next`` pages included), with the lowest ``startTime`` asked:
+where the catch-up began, from which its fewest requests are worked out
+(``backlog.Backlog.minimum_requests``).
 """
 
 from __future__ import annotations
@@ -81,3 +86,36 @@ def _asked_devices(params: Mapping[str, Sequence[str]]) -> list[str]:
 
 def _last(values: Sequence[str] | None) -> str:
     return values[-1] if values else ""
+
+
+HISTORY_OPERATION = "devices-historics"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryTraffic:
+    """The history requests of the log: every page is one request (``next`` included)."""
+
+    #: Requests answered 200.
+    requests: int = 0
+    #: Requests answered anything else (each one still a request the bridge made).
+    refused: int = 0
+    #: The lowest ``startTime`` asked for: where the catch-up began (None without requests).
+    lowest_start: int | None = None
+
+
+def history_traffic(records: Iterable[Mapping[str, Any]]) -> HistoryTraffic:
+    """Tally the request log's history requests (records as ``/_sim/requests`` returns them)."""
+    requests = refused = 0
+    lowest: int | None = None
+    for record in records:
+        if record.get("operation") != HISTORY_OPERATION:
+            continue
+        if record.get("status") != 200:
+            refused += 1
+            continue
+        requests += 1
+        params: Mapping[str, Sequence[str]] = record.get("params") or {}
+        start = _last(params.get("startTime"))
+        if start.lstrip("-").isdigit() and (lowest is None or int(start) < lowest):
+            lowest = int(start)
+    return HistoryTraffic(requests, refused, lowest)
