@@ -22,6 +22,7 @@ from bench.report import (
     _number,
     cpu_ratio,
     rate_ratio,
+    render_table,
     verdict,
 )
 
@@ -126,12 +127,9 @@ def history_cells(row: Row) -> list[str]:
 
 def history_table(rows: Sequence[Row]) -> str:
     """The history ceilings and catch-ups: samples/s at the subscriber, memory, requests."""
-    lines = ["| " + " | ".join(HISTORY_COLUMNS) + " |", "|" + "---|" * len(HISTORY_COLUMNS)]
-    for row in rows:
-        if is_history(row.result):
-            cells = [cell.replace("|", "\\|") for cell in history_cells(row)]
-            lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return render_table(
+        HISTORY_COLUMNS, (history_cells(row) for row in rows if is_history(row.result))
+    )
 
 
 def is_history(result: RunResult) -> bool:

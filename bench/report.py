@@ -13,7 +13,7 @@ same machine is what carries over, so that is what the table leads with.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -342,13 +342,17 @@ def row_cells(row: Row) -> list[str]:
     ]
 
 
+def render_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A GitHub-flavoured markdown table, ready for the README (``|`` in a cell escaped)."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for cells in rows:
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines)
+
+
 def markdown_table(rows: Sequence[Row]) -> str:
     """The results as a GitHub-flavoured markdown table, ready for the README."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for row in rows:
-        cells = [cell.replace("|", "\\|") for cell in row_cells(row)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return render_table(COLUMNS, (row_cells(row) for row in rows))
 
 
 def notes(rows: Sequence[Row]) -> list[str]:
@@ -423,12 +427,9 @@ def sparkplug_cells(row: Row) -> list[str]:
 def sparkplug_table(rows: Sequence[Row]) -> str:
     """The Sparkplug runs: metrics/s decoded at the subscriber, against the ceiling and
     the plain bridge measured just before, and what the births and seq showed."""
-    lines = ["| " + " | ".join(SPARKPLUG_COLUMNS) + " |", "|" + "---|" * len(SPARKPLUG_COLUMNS)]
-    for row in rows:
-        if row.result.kind == "sparkplug":
-            cells = [cell.replace("|", "\\|") for cell in sparkplug_cells(row)]
-            lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return render_table(
+        SPARKPLUG_COLUMNS, (sparkplug_cells(row) for row in rows if row.result.kind == "sparkplug")
+    )
 
 
 # --- the summary of repeated runs --------------------------------------------------------

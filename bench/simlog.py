@@ -59,21 +59,32 @@ def expected_requests_per_cycle(active_devices: int, batch_size: int) -> int:
 def realtime_traffic(records: Iterable[Mapping[str, Any]]) -> RealtimeTraffic:
     """Tally the request log's realtime requests (records as ``/_sim/requests`` returns them)."""
     reads: Counter[DeviceKey] = Counter()
-    requests = refused = largest = 0
+    largest = 0
+    answered, refused = _answered(records, REALTIME_OPERATION)
+    for params in answered:
+        contract_id = _last(params.get("contractId"))
+        devices = _asked_devices(params)
+        largest = max(largest, len(devices))
+        for device_id in devices:
+            reads[(contract_id, device_id)] += 1
+    return RealtimeTraffic(len(answered), refused, dict(reads), largest)
+
+
+def _answered(
+    records: Iterable[Mapping[str, Any]], operation: str
+) -> tuple[list[Mapping[str, Sequence[str]]], int]:
+    """The parameters of the requests of ``operation`` answered 200, and how many
+    others there were (they read nothing)."""
+    answered: list[Mapping[str, Sequence[str]]] = []
+    refused = 0
     for record in records:
-        if record.get("operation") != REALTIME_OPERATION:
+        if record.get("operation") != operation:
             continue
         if record.get("status") != 200:
             refused += 1
             continue
-        params: Mapping[str, Sequence[str]] = record.get("params") or {}
-        contract_id = _last(params.get("contractId"))
-        devices = _asked_devices(params)
-        requests += 1
-        largest = max(largest, len(devices))
-        for device_id in devices:
-            reads[(contract_id, device_id)] += 1
-    return RealtimeTraffic(requests, refused, dict(reads), largest)
+        answered.append(record.get("params") or {})
+    return answered, refused
 
 
 def _asked_devices(params: Mapping[str, Sequence[str]]) -> list[str]:
@@ -105,17 +116,7 @@ class HistoryTraffic:
 
 def history_traffic(records: Iterable[Mapping[str, Any]]) -> HistoryTraffic:
     """Tally the request log's history requests (records as ``/_sim/requests`` returns them)."""
-    requests = refused = 0
-    lowest: int | None = None
-    for record in records:
-        if record.get("operation") != HISTORY_OPERATION:
-            continue
-        if record.get("status") != 200:
-            refused += 1
-            continue
-        requests += 1
-        params: Mapping[str, Sequence[str]] = record.get("params") or {}
-        start = _last(params.get("startTime"))
-        if start.lstrip("-").isdigit() and (lowest is None or int(start) < lowest):
-            lowest = int(start)
-    return HistoryTraffic(requests, refused, lowest)
+    answered, refused = _answered(records, HISTORY_OPERATION)
+    starts = [_last(params.get("startTime")) for params in answered]
+    lowest = min((int(start) for start in starts if start.lstrip("-").isdigit()), default=None)
+    return HistoryTraffic(len(answered), refused, lowest)

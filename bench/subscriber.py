@@ -127,35 +127,17 @@ def _subscribe_and_count(
     network.join(RESULT_TIMEOUT_S)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu_s = usage.ru_utime + usage.ru_stime
-    if isinstance(tally, SparkplugTally):
-        delivery = Delivery(
-            delivered=tally.delivered,
-            other=tally.other_messages,
-            counts={},
-            last={},
-            cycle_marks=tally.cycle_marks,
-            cpu_s=cpu_s,
-            sparkplug=tally.counts(),
-        )
-    elif isinstance(tally, HistoryTally):
-        delivery = Delivery(
-            delivered=tally.delivered,
-            other=tally.other,
-            counts={},
-            last={},
-            cycle_marks=tally.cycle_marks,
-            cpu_s=cpu_s,
-            history=tally.topics,
-        )
-    else:
-        delivery = Delivery(
-            delivered=tally.delivered,
-            other=tally.other,
-            counts=tally.counts,
-            last=tally.last,
-            cycle_marks=tally.cycle_marks,
-            cpu_s=cpu_s,
-        )
+    delivery = Delivery(
+        delivered=tally.delivered,
+        other=tally.other_messages if isinstance(tally, SparkplugTally) else tally.other,
+        # Per-topic counts and last payloads: the plain topics' (the others keep their own).
+        counts=tally.counts if isinstance(tally, Tally) else {},
+        last=tally.last if isinstance(tally, Tally) else {},
+        cycle_marks=tally.cycle_marks,
+        cpu_s=cpu_s,
+        sparkplug=tally.counts() if isinstance(tally, SparkplugTally) else None,
+        history=tally.topics if isinstance(tally, HistoryTally) else None,
+    )
     results.send(delivery)
     results.close()
 
