@@ -172,10 +172,12 @@ def plan_runs(options: Options) -> list[RunSpec]:
         for _ in range(options.repeat):
             runs.extend((ceiling, *specs))
     if "history" in groups:
-        # The ceiling's rate does not depend on how many messages it sends, so
-        # both depths are set against the same million-message ceiling.
+        # The ceiling's rate does not depend on how many messages it sends (and
+        # it holds them all in memory, pre-built), so every depth is set against
+        # the same ceiling of at most a million messages.
         depths = sorted(options.backlogs or HISTORY_BACKLOGS)
-        history_ceiling = RunSpec("ceiling", HISTORY_SHAPE, backlog=depths[0])
+        ceiling_depth = min(depths[0], HISTORY_BACKLOGS[0])  # a million messages is plenty
+        history_ceiling = RunSpec("ceiling", HISTORY_SHAPE, backlog=ceiling_depth)
         catch_ups = [
             RunSpec("history", HISTORY_SHAPE, interval_s=HISTORY_POLL_INTERVAL_S, backlog=depth)
             for depth in depths

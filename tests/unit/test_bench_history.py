@@ -232,6 +232,8 @@ def test_the_command_line_takes_backlogs() -> None:
     options, _ = parse_options(["--only", "history", "--backlog", "40", "--backlog", "80"])
     assert options.backlogs == (40, 80)
     assert [r.backlog for r in plan_runs(options)] == [40, 40, 80]
+    deep_only, _ = parse_options(["--only", "history", "--backlog", "1000"])
+    assert [r.backlog for r in plan_runs(deep_only)] == [250, 1000]  # a ceiling of a million
 
 
 # --- the checks and the tables ----------------------------------------------------------
