@@ -177,7 +177,9 @@ def _progress(result: RunResult, seconds: float) -> str:
         return f"  {result.name}: error after {seconds:.0f} s"
     parts = [f"  {result.name}: {seconds:.0f} s"]
     if result.updates_per_s is not None:
-        unit = "metrics" if result.kind == "sparkplug" else "samples" if result.backlog else "updates"
+        unit = "samples" if result.backlog else "updates"
+        if result.kind == "sparkplug":
+            unit = "metrics"
         parts.append(f"{result.updates_per_s:,.0f} {unit}/s")
     if result.idle_core_percent is not None:
         parts.append(f"{result.idle_core_percent:.2f} % of a core")
