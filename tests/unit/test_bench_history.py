@@ -223,7 +223,8 @@ def test_the_history_group_is_its_ceiling_then_both_depths() -> None:
     ]
     assert {r.interval_s for r in runs if r.kind == "history"} == {30.0}
     options = Options(only=("history",))
-    assert options.budget_for(runs[1]) > options.budget_for(runs[0])
+    assert options.budget_for(runs[0]) == options.budget_for(runs[1]) > options.budget
+    assert Options(budget_s=60.0).budget_for(runs[1]) == 60.0
     repeated = plan_runs(Options(only=("history",), repeat=2, backlogs=(300,)))
     assert [r.kind for r in repeated] == ["ceiling", "history"] * 2
 
