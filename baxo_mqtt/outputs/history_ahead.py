@@ -3,9 +3,9 @@
 A catch-up alternates between asking the API for a page (a round trip, and
 the API's own time to build ten thousand rows) and publishing it. Done one
 after the other, the broker waits for every page; ``ReadAhead`` takes the
-next item of an iterator on a helper thread while the caller works on the
+next item of an iterator on a thread of its own while the caller works on the
 current one. It never takes more than one item ahead, so memory stays at two
-pages. The helper is a daemon thread: a request in progress when the bridge
+pages. That thread is a daemon: a request in progress when the bridge
 stops does not hold up its exit.
 """
 
@@ -23,7 +23,7 @@ class ReadAhead(Generic[T]):
     """The items of ``items``, in order, each next one taken while the caller has this one.
 
     An exception from ``items`` is raised where its item would have come.
-    Call ``close`` when done, also when stopping early: the helper then
+    Call ``close`` when done, also when stopping early: its thread then
     takes nothing more (it finishes the item it is taking, if any).
     """
 
@@ -31,7 +31,7 @@ class ReadAhead(Generic[T]):
         self._items = items
         # An item (in a 1-tuple), the error that ended the items, or None at their end.
         self._handed: queue.SimpleQueue[tuple[T] | BaseException | None] = queue.SimpleQueue()
-        # One permit: the helper takes an item, then waits until the caller
+        # One permit: the thread takes an item, then waits until the caller
         # has taken it before taking the next one.
         self._ahead = threading.Semaphore(1)
         self._closed = False

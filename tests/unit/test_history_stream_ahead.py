@@ -59,7 +59,7 @@ def test_an_error_is_raised_where_its_item_would_have_come() -> None:
     assert received == [0, 1, 2]
 
 
-def test_closing_early_stops_the_helper() -> None:
+def test_closing_early_stops_its_thread() -> None:
     source = Counted(1_000)
     ahead = ReadAhead(iter(source), name="test-read-ahead")
     items = iter(ahead)
@@ -68,6 +68,6 @@ def test_closing_early_stops_the_helper() -> None:
     wait_until(
         lambda: not any(t.name == "test-read-ahead" for t in threading.enumerate()),
         5,
-        "the helper gone",
+        "its thread gone",
     )
     assert source.taken <= 3
