@@ -20,6 +20,12 @@ default configuration, which adds one JSON message per device per cycle.
 The Sparkplug run is a back-to-back run of the edge node alone:
 ``sparkplug.enabled`` with ``publish.enabled = false`` and a fresh state
 directory, and a subscriber on ``spBv1.0/#`` that decodes every payload.
+
+A history catch-up (``bench/history_run.py``) is the history stream alone:
+``history.stream`` with ``publish.enabled = false``, a fresh state
+directory, the simulator's loggers recording a sample a minute and holding
+back all but the backlog (``bench/backlog.py``), and a subscriber on the
+history topics.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from typing import Any
 from baxo_mqtt.bridge.topics import TopicScheme
 from baxo_mqtt.ports import free_port
 from baxo_mqtt.simulator.fleet import DEFAULT_PASSWORD, DEFAULT_USERNAME
+from bench.backlog import LOG_PERIOD_S, Backlog
 from bench.children import (
     BenchError,
     Children,
@@ -60,6 +67,15 @@ from bench.tally import ValuesCheck, check_values
 from bench.window import measure_window, watch_cycles
 
 BATCH_SIZE = 50
+#: The history catch-up's windows: shorter than the backlog, so that it is read
+#: in several (the default, a day, would hold a million samples in one).
+HISTORY_MAX_SPAN_S = 3600
+#: Longer than any run: the reads every interval, which reach ``overlap_s``
+#: back, are the steady state's cost, not the catch-up's.
+HISTORY_INTERVAL_S = 3600.0
+#: The lookback reaches this far past the backlog's first sample, so that the
+#: catch-up holds all of it however long the bridge takes to start.
+HISTORY_LOOKBACK_MARGIN_S = 600
 #: No tag message for this long after reads stopped: the bridge has published all it read.
 QUIET_S = 1.0
 QUIET_TIMEOUT_S = 60.0
@@ -75,6 +91,8 @@ REPORTED_METRICS = (
     "baxo_mqtt_messages_dropped_total",
     'baxo_mqtt_sparkplug_messages_total{type="DDATA"}',
     'baxo_mqtt_sparkplug_messages_total{type="DBIRTH"}',
+    "baxo_mqtt_history_samples_published_total",
+    "baxo_mqtt_history_late_rows_total",
 )
 
 #: Polls ahead of the cycles delivered, at the end of the window, before it is noted:
@@ -97,11 +115,15 @@ def bridge_config(
     username: str,
     password: str,
     sparkplug_state_dir: Path | None = None,
+    history_state_dir: Path | None = None,
+    history_lookback_s: int = 0,
 ) -> dict[str, dict[str, object]]:
     """The configuration file of a benchmark run; everything not set is the default.
 
     With ``sparkplug_state_dir``: the Sparkplug edge node alone (no plain
     topics, so what is measured is the edge node), its state kept there.
+    With ``history_state_dir``: the history stream alone, beginning
+    ``history_lookback_s`` back, its cursors kept there.
     """
     config: dict[str, dict[str, object]] = {
         "baxo": {
@@ -126,7 +148,32 @@ def bridge_config(
         config["publish"] = {"enabled": False, "device_state": device_state}
         config["sparkplug"] = {"enabled": True}
         config["state"] = {"dir": str(sparkplug_state_dir)}
+    if history_state_dir is not None:
+        config["publish"] = {"enabled": False, "device_state": device_state}
+        config["state"] = {"dir": str(history_state_dir)}
+        config["history"] = {
+            "stream": True,
+            "lookback_s": history_lookback_s,
+            "interval_s": HISTORY_INTERVAL_S,
+            "batch_size": BATCH_SIZE,
+            "max_span_s": HISTORY_MAX_SPAN_S,
+        }
     return config
+
+
+def history_lookback_s(backlog: Backlog) -> int:
+    """How far back the bridge's first read begins: the whole backlog, and a margin."""
+    return backlog.last - backlog.first + HISTORY_LOOKBACK_MARGIN_S
+
+
+def _value_period_s(spec: RunSpec) -> float:
+    """The simulator's loggers: every 5 minutes when idle, a sample a minute for a
+    history catch-up, else a new value at every read (the throughput runs' worst case)."""
+    if spec.kind == "idle":
+        return IDLE_VALUE_PERIOD_S
+    if spec.kind == "history":
+        return LOG_PERIOD_S
+    return 0.0
 
 
 def toml_text(sections: Toml) -> str:
@@ -203,7 +250,7 @@ class _Outcome:
 
 
 @dataclass(frozen=True, slots=True)
-class _Ending:
+class Ending:
     """How a bridge run ended, read after reads were stopped."""
 
     delivery: Delivery
@@ -212,9 +259,16 @@ class _Ending:
     stop_s: float
     metrics: dict[str, float]
 
+    def stop_note(self) -> str | None:
+        """What to say when the bridge did not stop as interface.md promises."""
+        if self.exit_code == 0:
+            return None
+        stopped = "did not stop" if self.exit_code is None else f"exited {self.exit_code}"
+        return f"after SIGTERM the bridge {stopped} within {STOP_TIMEOUT_S:.0f} s"
+
 
 @dataclass(slots=True)
-class _BridgeRun:
+class BridgeRun:
     """One broker, one simulator, one subscriber and one bridge, for one measurement."""
 
     kind: str
@@ -225,13 +279,16 @@ class _BridgeRun:
     metrics_port: int
     log_path: Path
     process: subprocess.Popen[bytes]
+    #: A history catch-up's backlog, as the simulator was made to hold it.
+    backlog: Backlog | None = None
 
     @classmethod
     def start(
         cls, context: SpawnContext, children: Children, workdir: Path, spec: RunSpec
-    ) -> _BridgeRun:
+    ) -> BridgeRun:
         """Broker, simulator (every device active, request log empty), subscriber, then bridge."""
         shape = spec.shape
+        history = spec.kind == "history"
         broker_port = start_mosquitto(children, workdir)
         simulator = SimulatorControl(
             start_simulator(
@@ -241,24 +298,39 @@ class _BridgeRun:
                 tags=shape.tags,
                 seed=shape.seed,
                 latency_s=spec.latency_s,
-                value_period_s=IDLE_VALUE_PERIOD_S if spec.kind == "idle" else 0.0,
+                value_period_s=_value_period_s(spec),
                 staggered=spec.kind == "idle",
             )
         )
-        if simulator.make_all_active() != device_keys(local_fleet(shape)):
+        devices = simulator.make_all_active()
+        if devices != device_keys(local_fleet(shape)):
             raise BenchError(
                 "the simulator serves other devices than Fleet.generate gives here; "
                 "the harness and the simulator disagree on the fleet"
             )
+        backlog = None
+        if history:
+            backlog = Backlog.ending_at(shape, spec.backlog, time.time())
+            for contract_id, device_id in devices:
+                for start, end in backlog.held_back():
+                    simulator.withhold(contract_id, device_id, start, end)
         simulator.clear_requests()
         sparkplug = spec.kind == "sparkplug"
         subscriber = Subscriber(
-            context, children, broker_port, BASE_TOPIC, shape.tag_count, sparkplug=sparkplug
+            context,
+            children,
+            broker_port,
+            BASE_TOPIC,
+            shape.tag_count,
+            sparkplug=sparkplug,
+            history_step=backlog.step if backlog is not None else 0,
         )
         subscriber.start()
         metrics_port = free_port()
-        # A directory of its own for every run: no bdSeq or alias carried over.
-        state_dir = Path(tempfile.mkdtemp(prefix="state-", dir=workdir)) if sparkplug else None
+        # A directory of its own for every run: no bdSeq, alias or cursor carried over.
+        state_dir = (
+            Path(tempfile.mkdtemp(prefix="state-", dir=workdir)) if sparkplug or history else None
+        )
         config = bridge_config(
             broker_port,
             simulator.url,
@@ -268,7 +340,9 @@ class _BridgeRun:
             base_topic=BASE_TOPIC,
             username=DEFAULT_USERNAME,
             password=DEFAULT_PASSWORD,
-            sparkplug_state_dir=state_dir,
+            sparkplug_state_dir=state_dir if sparkplug else None,
+            history_state_dir=state_dir if history else None,
+            history_lookback_s=history_lookback_s(backlog) if backlog is not None else 0,
         )
         config_path = workdir / f"bridge-{metrics_port}.toml"
         config_path.write_text(toml_text(config))
@@ -282,7 +356,15 @@ class _BridgeRun:
             environment,
         )
         return cls(
-            spec.kind, shape, children, simulator, subscriber, metrics_port, log_path, process
+            spec.kind,
+            shape,
+            children,
+            simulator,
+            subscriber,
+            metrics_port,
+            log_path,
+            process,
+            backlog,
         )
 
     def failure(self, error: BenchError, lines: int = 15) -> BenchError:
@@ -304,7 +386,7 @@ class _BridgeRun:
             alive=self.children.death,
         )
 
-    def end(self) -> _Ending:
+    def end(self) -> Ending:
         """Stop reads, let the bridge publish what it read, stop it and collect everything."""
         self.simulator.set_faults(error_rate=1.0)
         subscriber = self.subscriber
@@ -323,7 +405,7 @@ class _BridgeRun:
         except subprocess.TimeoutExpired:
             exit_code = None
         stop_s = time.monotonic() - asked
-        return _Ending(subscriber.finish(), peak, exit_code, stop_s, metrics)
+        return Ending(subscriber.finish(), peak, exit_code, stop_s, metrics)
 
     def polls(self) -> float | None:
         """Polls the bridge has finished so far, from its /metrics."""
@@ -341,15 +423,12 @@ class _BridgeRun:
         found = {name: metric_value(text, name) for name in REPORTED_METRICS}
         return {name: value for name, value in found.items() if value is not None}
 
-    def outcome(self, ending: _Ending) -> _Outcome:
+    def outcome(self, ending: Ending) -> _Outcome:
         """What every bridge run reports once it ended: requests, values, memory, stop."""
         traffic = realtime_traffic(self.simulator.requests(REALTIME_OPERATION))
         scheme = TopicScheme(BASE_TOPIC)
         expected = expected_after_reads(local_fleet(self.shape), traffic.reads, scheme)
-        notes = []
-        if ending.exit_code != 0:
-            stopped = "did not stop" if ending.exit_code is None else f"exited {ending.exit_code}"
-            notes.append(f"after SIGTERM the bridge {stopped} within {STOP_TIMEOUT_S:.0f} s")
+        stop_note = ending.stop_note()
         return _Outcome(
             peak_rss_bytes=ending.peak_rss_bytes,
             requests_per_cycle=traffic.requests_per_cycle(self.shape.devices),
@@ -361,7 +440,7 @@ class _BridgeRun:
                 if self.kind == "bridge"
                 else None
             ),
-            notes=notes,
+            notes=[stop_note] if stop_note else [],
             diagnostics={
                 "delivered": float(ending.delivery.delivered),
                 "subscriber_cpu_s": ending.delivery.cpu_s,
@@ -381,7 +460,7 @@ def run_bridge(context: SpawnContext, workdir: Path, spec: RunSpec, budget_s: fl
     shape = spec.shape
     deadline = time.monotonic() + budget_s
     with Children() as children:
-        run = _BridgeRun.start(context, children, workdir, spec)
+        run = BridgeRun.start(context, children, workdir, spec)
         try:
             samples, ended_early = watch_cycles(
                 run.process.pid,
@@ -418,7 +497,7 @@ def run_idle(context: SpawnContext, workdir: Path, spec: RunSpec) -> RunResult:
     """
     shape = spec.shape
     with Children() as children:
-        run = _BridgeRun.start(context, children, workdir, spec)
+        run = BridgeRun.start(context, children, workdir, spec)
         try:
             run.wait_for_first_cycle()
             before, started = run.sample(), time.monotonic()

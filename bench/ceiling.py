@@ -6,6 +6,10 @@ before the clock starts. It uses paho as most people would (callback API 2,
 MQTT v5 like the bridge's default, QoS 1, retained, paho's default in-flight
 window of 20, ``loop_start()``) and publishes as fast as paho accepts.
 
+The history ceiling publishes the samples of a history catch-up instead
+(``bench/backlog.py``): the history topics, the history stream's payloads,
+not retained, as the stream sends them.
+
 paho queues every message it cannot send yet in memory, without bound, at
 over a kilobyte each. So that peak RSS means something, the publisher keeps
 at most ``BACKLOG`` messages unacknowledged (as the bridge does): it waits
@@ -21,6 +25,7 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from multiprocessing.context import SpawnContext
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -31,6 +36,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from baxo_mqtt.bridge.topics import TopicScheme
+from bench.backlog import Backlog, history_messages
 from bench.children import STOP_GRACE_S, BenchError, Children, start_mosquitto, wait_until
 from bench.fleetplan import (
     FleetShape,
@@ -39,6 +45,7 @@ from bench.fleetplan import (
     expected_after_reads,
     local_fleet,
 )
+from bench.history_tally import check_samples, expected_traces
 from bench.plan import BASE_TOPIC, RunSpec
 from bench.procstat import sample_process
 from bench.report import RunResult
@@ -54,18 +61,8 @@ BACKLOG_CHUNK = 1_000
 ACK_TIMEOUT_S = 120.0
 
 
-def _publish_all(
-    port: int,
-    shape: FleetShape,
-    *,
-    cycles: int,
-    base_topic: str,
-    finished: Event,
-    stop: Event,
-) -> None:
-    """The child process: publish ``cycles`` x every tag, then wait to be measured and stopped."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the harness's to handle
-    topics, cycle_payloads = ceiling_messages(local_fleet(shape), TopicScheme(base_topic), cycles)
+def _connected_client(port: int, client_id: str) -> paho.Client:
+    """A paho client as most people would set one up, connected, its loop running."""
     connected = threading.Event()
 
     def on_connect(
@@ -78,52 +75,117 @@ def _publish_all(
         if not reason.is_failure:
             connected.set()
 
-    client = paho.Client(
-        CallbackAPIVersion.VERSION2, client_id="bench-ceiling", protocol=paho.MQTTv5
-    )
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
     client.on_connect = on_connect
     client.connect("127.0.0.1", port)
     client.loop_start()
     if not connected.wait(CONNECT_TIMEOUT_S):
         raise RuntimeError("the ceiling publisher got no CONNACK")
+    return client
+
+
+def _publish_each(
+    client: paho.Client, messages: Iterable[tuple[str, bytes]], *, retain: bool
+) -> None:
+    """Publish every message at QoS 1 as fast as paho takes them; return once all are acked."""
     # The last message of each chunk of BACKLOG_CHUNK: waiting on the oldest of
     # them bounds the backlog without a check per acknowledgement.
     chunk_ends: deque[paho.MQTTMessageInfo] = deque()
-    sent = 0
-    for payloads in cycle_payloads:
-        for topic, payload in zip(topics, payloads, strict=True):
-            info = client.publish(topic, payload, qos=1, retain=True)
-            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                raise RuntimeError(f"paho refused a publish: {info.rc}")
-            sent += 1
-            if sent % BACKLOG_CHUNK == 0:
-                chunk_ends.append(info)
-                if len(chunk_ends) * BACKLOG_CHUNK > BACKLOG:
-                    chunk_ends.popleft().wait_for_publish(ACK_TIMEOUT_S)
-    if sent:
+    info: paho.MQTTMessageInfo | None = None
+    for sent, (topic, payload) in enumerate(messages, start=1):
+        info = client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise RuntimeError(f"paho refused a publish: {info.rc}")
+        if sent % BACKLOG_CHUNK == 0:
+            chunk_ends.append(info)
+            if len(chunk_ends) * BACKLOG_CHUNK > BACKLOG:
+                chunk_ends.popleft().wait_for_publish(ACK_TIMEOUT_S)
+    if info is not None:
         info.wait_for_publish(ACK_TIMEOUT_S)
+
+
+def _wait_and_leave(client: paho.Client, finished: Event, stop: Event) -> None:
+    """Say every message was acknowledged, wait to be measured, then disconnect."""
     finished.set()
     stop.wait()
     client.disconnect()
     client.loop_stop()
 
 
+def _publish_all(
+    port: int,
+    shape: FleetShape,
+    *,
+    cycles: int,
+    base_topic: str,
+    finished: Event,
+    stop: Event,
+) -> None:
+    """The child process: publish ``cycles`` x every tag, retained, then wait to be stopped."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the harness's to handle
+    topics, cycle_payloads = ceiling_messages(local_fleet(shape), TopicScheme(base_topic), cycles)
+    client = _connected_client(port, "bench-ceiling")
+    messages = (
+        (topic, payload)
+        for payloads in cycle_payloads
+        for topic, payload in zip(topics, payloads, strict=True)
+    )
+    _publish_each(client, messages, retain=True)
+    _wait_and_leave(client, finished, stop)
+
+
+def _publish_history(
+    port: int, backlog: Backlog, *, base_topic: str, finished: Event, stop: Event
+) -> None:
+    """The child process: publish every sample of ``backlog`` as the history stream
+    must (same topics, same payloads, not retained), then wait to be stopped."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the harness's to handle
+    messages = list(history_messages(backlog, TopicScheme(base_topic)))
+    client = _connected_client(port, "bench-ceiling")
+    _publish_each(client, messages, retain=False)
+    _wait_and_leave(client, finished, stop)
+
+
 def run_ceiling(context: SpawnContext, workdir: Path, spec: RunSpec, budget_s: float) -> RunResult:
-    """Publish ``spec.cycles`` x every tag, pre-built, through a fresh broker, and measure."""
-    shape, cycles, base_topic = spec.shape, spec.cycles, BASE_TOPIC
+    """Publish ``spec.cycles`` x every tag, pre-built, through a fresh broker, and measure.
+
+    With ``spec.backlog``, the history ceiling: every sample of a backlog of
+    that many per tag, on the history topics, not retained.
+    """
+    shape, base_topic = spec.shape, BASE_TOPIC
     per_cycle = shape.tag_count
+    backlog = Backlog.ending_at(shape, spec.backlog, time.time()) if spec.backlog else None
+    cycles = backlog.per_tag if backlog is not None else spec.cycles
     deadline = time.monotonic() + budget_s
     notes: list[str] = []
     with Children() as children:
         port = start_mosquitto(children, workdir)
-        subscriber = Subscriber(context, children, port, base_topic, per_cycle).start()
+        subscriber = Subscriber(
+            context,
+            children,
+            port,
+            base_topic,
+            per_cycle,
+            history_step=backlog.step if backlog is not None else 0,
+        ).start()
         finished, stop = context.Event(), context.Event()
-        publisher = context.Process(
-            target=_publish_all,
-            args=(port, shape),
-            kwargs={"cycles": cycles, "base_topic": base_topic, "finished": finished, "stop": stop},
-            name="ceiling",
-            daemon=True,
+        ending = {"base_topic": base_topic, "finished": finished, "stop": stop}
+        publisher = (
+            context.Process(
+                target=_publish_all,
+                args=(port, shape),
+                kwargs={"cycles": cycles, **ending},
+                name="ceiling",
+                daemon=True,
+            )
+            if backlog is None
+            else context.Process(
+                target=_publish_history,
+                args=(port, backlog),
+                kwargs=ending,
+                name="ceiling",
+                daemon=True,
+            )
         )
         children.adopt(publisher)
         publisher.start()
@@ -149,12 +211,16 @@ def run_ceiling(context: SpawnContext, workdir: Path, spec: RunSpec, budget_s: f
         stop.set()
         publisher.join(STOP_GRACE_S)
         delivery = subscriber.finish()
-    values = None
-    if ended_early is None:
+    values = samples_check = None
+    scheme = TopicScheme(base_topic)
+    if ended_early is None and backlog is None:
         fleet = local_fleet(shape)
         reads = dict.fromkeys(device_keys(fleet), cycles)
-        expected = expected_after_reads(fleet, reads, TopicScheme(base_topic))
+        expected = expected_after_reads(fleet, reads, scheme)
         values = check_values(delivery.counts, delivery.last, expected)
+    elif ended_early is None and backlog is not None:
+        wanted = expected_traces(history_messages(backlog, scheme), backlog.step)
+        samples_check = check_samples(delivery.history or {}, wanted)
     return RunResult(
         name=spec.name,
         kind="ceiling",
@@ -164,6 +230,8 @@ def run_ceiling(context: SpawnContext, workdir: Path, spec: RunSpec, budget_s: f
         window=measure_window(per_cycle, delivery.cycle_marks, samples),
         peak_rss_bytes=peak,
         values=values,
+        backlog=spec.backlog,
+        samples=samples_check,
         notes=tuple(notes),
         diagnostics={
             "delivered": float(delivery.delivered),

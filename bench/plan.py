@@ -7,12 +7,18 @@ Groups (``--only``):
 * ``rss``: the bridge back to back at 5,000 x 20 (100,000 tags), for memory;
 * ``idle``: the bridge at 200 x 20 polling every 30 s, for the cost of waiting;
 * ``sparkplug``: the bridge at the main size as a Sparkplug edge node alone
-  (plain topics off), for metrics/s at a decoding subscriber (issue 11).
+  (plain topics off), for metrics/s at a decoding subscriber (issue 11);
+* ``history``: the history stream alone catching up a backlog of 200 x 20
+  tags x 250 samples (a million), then 4 x deeper, for samples/s, memory
+  that does not grow with the backlog, and the fewest API requests (issue 10);
+  the full run, which does not name it, makes only the first.
 
 Every group but ``idle`` is judged against the ceiling, so asking for any of
 them runs the ceiling too: right before each bridge run, as its neighbour in
 time. The Sparkplug run is also judged against the plain bridge's CPU, so it
-comes as a trio: ceiling, plain bridge (no API latency), Sparkplug.
+comes as a trio: ceiling, plain bridge (no API latency), Sparkplug. Each
+history catch-up follows a ceiling of its own kind: the same history messages
+(a million), pre-built, not retained.
 """
 
 from __future__ import annotations
@@ -23,9 +29,9 @@ from typing import Literal
 
 from bench.fleetplan import FleetShape
 
-Group = Literal["ceiling", "bridge", "rss", "idle", "sparkplug"]
-GROUPS: tuple[Group, ...] = ("ceiling", "bridge", "rss", "idle", "sparkplug")
-RunKind = Literal["ceiling", "bridge", "idle", "sparkplug"]
+Group = Literal["ceiling", "bridge", "rss", "idle", "sparkplug", "history"]
+GROUPS: tuple[Group, ...] = ("ceiling", "bridge", "rss", "idle", "sparkplug", "history")
+RunKind = Literal["ceiling", "bridge", "idle", "sparkplug", "history"]
 
 MAIN_SHAPE = FleetShape(devices=1000, tags=20)
 RSS_SHAPE = FleetShape(devices=5000, tags=20)
@@ -44,6 +50,16 @@ IDLE_VALUE_PERIOD_S = 300.0
 IDLE_SECONDS = 60.0
 BASE_TOPIC = "baxo"
 FULL_BUDGET_S, QUICK_BUDGET_S = 300.0, 120.0
+HISTORY_SHAPE = FleetShape(devices=200, tags=20)
+#: Samples per tag of the history catch-ups: a million in all, then four times
+#: as deep, to show that memory does not follow the backlog.
+HISTORY_BACKLOGS = (250, 1000)
+#: The deeper catch-up took 13 minutes on a busy shared machine: more than the
+#: other runs' budget, with room to spare.
+HISTORY_BUDGET_S = 1500.0
+#: The realtime polls of a history run: the default interval. They only prompt
+#: history reads; polling back to back would just load the simulator.
+HISTORY_POLL_INTERVAL_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,12 +77,14 @@ class Options:
     device_state: bool = False
     #: Each measured run (with its ceiling) this many times; the summary takes medians.
     repeat: int = 1
+    #: Samples per tag of the history catch-ups (none: ``HISTORY_BACKLOGS``).
+    backlogs: tuple[int, ...] = ()
 
     @property
     def groups(self) -> tuple[Group, ...]:
         if self.only:
             return tuple(group for group in GROUPS if group in self.only)
-        return ("bridge",) if self.quick else ("bridge", "sparkplug", "rss", "idle")
+        return ("bridge",) if self.quick else ("bridge", "sparkplug", "rss", "idle", "history")
 
     @property
     def budget(self) -> float:
@@ -74,6 +92,13 @@ class Options:
         if self.budget_s is not None:
             return self.budget_s
         return QUICK_BUDGET_S if self.quick else FULL_BUDGET_S
+
+    def budget_for(self, spec: RunSpec) -> float:
+        """``budget``, but a history catch-up and its ceiling by default get the longer
+        one they need (a million messages outlasted 300 s on a busy machine)."""
+        if spec.backlog and self.budget_s is None:
+            return HISTORY_BUDGET_S
+        return self.budget
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +111,17 @@ class RunSpec:
     #: For idle runs: how long the CPU is measured.
     idle_s: float = 0.0
     device_state: bool = False
+    #: For history runs and their ceiling: samples per tag in the backlog (0: not history).
+    backlog: int = 0
 
     @property
     def name(self) -> str:
+        if self.kind == "ceiling" and self.backlog:
+            return f"ceiling history {self.shape.label}x{self.backlog}"
         if self.kind == "ceiling":
             return f"ceiling {self.shape.label}"
+        if self.kind == "history":
+            return f"history catch-up {self.shape.label}x{self.backlog}"
         if self.kind == "bridge":
             return f"bridge {self.shape.label}, API +{self.latency_s * 1000:g} ms"
         if self.kind == "sparkplug":
@@ -142,6 +173,22 @@ def plan_runs(options: Options) -> list[RunSpec]:
     for specs in measured:
         for _ in range(options.repeat):
             runs.extend((ceiling, *specs))
+    if "history" in groups:
+        # The ceiling's rate does not depend on how many messages it sends (and
+        # it holds them all in memory, pre-built), so every depth is set against
+        # the same ceiling of at most a million messages.
+        # The deeper catch-up (four million samples, most of the group's length)
+        # only when the group is asked for by name: the full run stays short.
+        asked = "history" in options.only
+        depths = sorted(options.backlogs or (HISTORY_BACKLOGS if asked else HISTORY_BACKLOGS[:1]))
+        ceiling_depth = min(depths[0], HISTORY_BACKLOGS[0])  # a million messages is plenty
+        history_ceiling = RunSpec("ceiling", HISTORY_SHAPE, backlog=ceiling_depth)
+        catch_ups = [
+            RunSpec("history", HISTORY_SHAPE, interval_s=HISTORY_POLL_INTERVAL_S, backlog=depth)
+            for depth in depths
+        ]
+        for _ in range(options.repeat):
+            runs.extend((history_ceiling, *catch_ups))
     if "ceiling" in groups and not runs:
         runs.append(ceiling)
     if "idle" in groups:

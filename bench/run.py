@@ -23,6 +23,8 @@ from typing import Any
 from bench.bridge import run_bridge, run_idle
 from bench.ceiling import run_ceiling
 from bench.children import BenchError
+from bench.history_report import assess_history, history_table, is_history
+from bench.history_run import run_history
 from bench.plan import GROUPS, IDLE_SECONDS, Options, RunSpec, plan_runs
 from bench.procstat import machine_summary
 from bench.report import (
@@ -92,7 +94,7 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[Options, Path | No
         "--only",
         choices=GROUPS,
         action="append",
-        help="run only this group (repeatable): ceiling, bridge, rss, idle or sparkplug",
+        help="run only this group (repeatable): ceiling, bridge, rss, idle, sparkplug or history",
     )
     parser.add_argument(
         "--idle-seconds",
@@ -120,6 +122,13 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[Options, Path | No
         help="make each measured run N times, each after its own ceiling run; "
         "a summary of medians follows the table",
     )
+    parser.add_argument(
+        "--backlog",
+        type=_at_least_two,
+        action="append",
+        metavar="N",
+        help="samples per tag of a history catch-up (repeatable; default 250 and 1000)",
+    )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write every figure here")
     args = parser.parse_args(argv)
     options = Options(
@@ -133,6 +142,7 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[Options, Path | No
         budget_s=args.budget,
         device_state=args.device_state,
         repeat=args.repeat,
+        backlogs=tuple(args.backlog or ()),
     )
     return options, args.json
 
@@ -144,6 +154,8 @@ def _execute(
         return run_ceiling(context, workdir, spec, budget_s)
     if spec.kind in ("bridge", "sparkplug"):
         return run_bridge(context, workdir, spec, budget_s)
+    if spec.kind == "history":
+        return run_history(context, workdir, spec, budget_s)
     return run_idle(context, workdir, spec)
 
 
@@ -155,6 +167,7 @@ def _failed(spec: RunSpec, error: BaseException) -> RunResult:
         tags=spec.shape.tags,
         latency_s=spec.latency_s,
         cycles_asked=spec.cycles,
+        backlog=spec.backlog,
         error=str(error) or type(error).__name__,
     )
 
@@ -164,7 +177,9 @@ def _progress(result: RunResult, seconds: float) -> str:
         return f"  {result.name}: error after {seconds:.0f} s"
     parts = [f"  {result.name}: {seconds:.0f} s"]
     if result.updates_per_s is not None:
-        unit = "metrics" if result.kind == "sparkplug" else "updates"
+        unit = "samples" if result.backlog else "updates"
+        if result.kind == "sparkplug":
+            unit = "metrics"
         parts.append(f"{result.updates_per_s:,.0f} {unit}/s")
     if result.idle_core_percent is not None:
         parts.append(f"{result.idle_core_percent:.2f} % of a core")
@@ -176,10 +191,18 @@ def _progress(result: RunResult, seconds: float) -> str:
 
 
 def _ceiling_for(result: RunResult, results: Sequence[RunResult]) -> RunResult | None:
-    """The ceiling measured last before ``result`` (its neighbour in time), else the first."""
+    """The ceiling measured last before ``result`` (its neighbour in time), else the first.
+
+    A history catch-up's ceiling is a history ceiling, and only those.
+    """
     position = next(i for i, r in enumerate(results) if r is result)
-    ceilings = [r for r in results if r.kind == "ceiling" and r.error is None]
-    before = [r for r in results[:position] if r.kind == "ceiling" and r.error is None]
+    history = result.kind == "history"
+
+    def fits(r: RunResult) -> bool:
+        return r.kind == "ceiling" and r.error is None and bool(r.backlog) == history
+
+    ceilings = [r for r in results if fits(r)]
+    before = [r for r in results[:position] if fits(r)]
     if before:
         return before[-1]
     return ceilings[0] if ceilings else None
@@ -200,6 +223,23 @@ def _plain_bridge_for(result: RunResult, results: Sequence[RunResult]) -> RunRes
         and (r.devices, r.tags) == (result.devices, result.tags)
     ]
     return before[-1] if before else None
+
+
+def _shallower_for(result: RunResult, results: Sequence[RunResult]) -> RunResult | None:
+    """For a history catch-up, the one with the smallest backlog measured last before it,
+    if that backlog is smaller (its memory reference); None otherwise."""
+    if result.kind != "history":
+        return None
+    position = next(i for i, r in enumerate(results) if r is result)
+    before = [
+        r
+        for r in results[:position]
+        if r.kind == "history" and r.error is None and r.backlog < result.backlog
+    ]
+    if not before:
+        return None
+    smallest = min(r.backlog for r in before)
+    return [r for r in before if r.backlog == smallest][-1]
 
 
 def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -224,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"running {spec.name} ...", file=sys.stderr, flush=True)
                 began = time.monotonic()
                 try:
-                    result = _execute(spec, context, Path(workdir), options.budget)
+                    result = _execute(spec, context, Path(workdir), options.budget_for(spec))
                 except (BenchError, OSError) as error:
                     result = _failed(spec, error)
                 results.append(result)
@@ -234,7 +274,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     targets = Targets()
     rows = [
-        assess(
+        assess_history(
+            result, _ceiling_for(result, results), targets, _shallower_for(result, results)
+        )
+        if result.kind == "history"
+        else assess(
             result,
             _ceiling_for(result, results),
             targets,
@@ -242,11 +286,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         for result in results
     ]
-    print()
-    print(markdown_table([row for row in rows if row.result.kind != "sparkplug"]))
+    plain = [row for row in rows if row.result.kind != "sparkplug" and not is_history(row.result)]
+    if plain:
+        print()
+        print(markdown_table(plain))
     if any(row.result.kind == "sparkplug" for row in rows):
         print()
         print(sparkplug_table(rows))
+    if any(is_history(row.result) for row in rows):
+        print()
+        print(history_table(rows))
     if options.repeat > 1:
         print()
         print(summary_table(rows, targets))
@@ -264,6 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "groups": list(options.groups),
                 "budget_s": options.budget,
                 "device_state": options.device_state,
+                "backlogs": list(options.backlogs),
             },
         }
         json_path.write_text(json.dumps(report_json(rows, header), indent=2) + "\n")

@@ -78,6 +78,14 @@ class SimulatorControl:
     def set_faults(self, **faults: float | bool | None) -> None:
         self._control("PUT", "faults", faults)
 
+    def withhold(self, contract_id: str, device_id: str, start: int, end: int) -> None:
+        """The device holds back its samples from ``start`` to ``end`` (BAXO time, inclusive)."""
+        self._control(
+            "PUT",
+            "backlog/withhold",
+            {"contract": contract_id, "device": device_id, "start": start, "end": end},
+        )
+
     def _control(self, method: str, route: str, document: object | None = None) -> Any:
         body = None if document is None else json.dumps(document).encode()
         return self._call(method, f"/_sim/{route}", body, "application/json")

@@ -1,4 +1,4 @@
-"""The simulator's request log as realtime traffic: who was read, how often, in how many requests.
+"""The simulator's request log as traffic: who was read, how often, in how many requests.
 
 ``GET /_sim/requests?operation=devices-realtimes`` returns every realtime
 request the simulator received, with its parameters. Counting only those it
@@ -9,6 +9,11 @@ answered 200 (the others did not read any value) gives:
 * realtime requests per cycle, as requests per read of the whole fleet:
   ``requests x active devices / device reads``. This needs no cycle
   boundaries, and it stays exact when the run stops in the middle of a cycle.
+
+For a history catch-up, ``devices-historics`` requests are counted (each
+page is one, ``next`` pages included), with the lowest ``startTime`` asked:
+where the catch-up began, from which its fewest requests are worked out
+(``backlog.Backlog.minimum_requests``).
 """
 
 from __future__ import annotations
@@ -54,21 +59,32 @@ def expected_requests_per_cycle(active_devices: int, batch_size: int) -> int:
 def realtime_traffic(records: Iterable[Mapping[str, Any]]) -> RealtimeTraffic:
     """Tally the request log's realtime requests (records as ``/_sim/requests`` returns them)."""
     reads: Counter[DeviceKey] = Counter()
-    requests = refused = largest = 0
+    largest = 0
+    answered, refused = _answered(records, REALTIME_OPERATION)
+    for params in answered:
+        contract_id = _last(params.get("contractId"))
+        devices = _asked_devices(params)
+        largest = max(largest, len(devices))
+        for device_id in devices:
+            reads[(contract_id, device_id)] += 1
+    return RealtimeTraffic(len(answered), refused, dict(reads), largest)
+
+
+def _answered(
+    records: Iterable[Mapping[str, Any]], operation: str
+) -> tuple[list[Mapping[str, Sequence[str]]], int]:
+    """The parameters of the requests of ``operation`` answered 200, and how many
+    others there were (they read nothing)."""
+    answered: list[Mapping[str, Sequence[str]]] = []
+    refused = 0
     for record in records:
-        if record.get("operation") != REALTIME_OPERATION:
+        if record.get("operation") != operation:
             continue
         if record.get("status") != 200:
             refused += 1
             continue
-        params: Mapping[str, Sequence[str]] = record.get("params") or {}
-        contract_id = _last(params.get("contractId"))
-        devices = _asked_devices(params)
-        requests += 1
-        largest = max(largest, len(devices))
-        for device_id in devices:
-            reads[(contract_id, device_id)] += 1
-    return RealtimeTraffic(requests, refused, dict(reads), largest)
+        answered.append(record.get("params") or {})
+    return answered, refused
 
 
 def _asked_devices(params: Mapping[str, Sequence[str]]) -> list[str]:
@@ -81,3 +97,26 @@ def _asked_devices(params: Mapping[str, Sequence[str]]) -> list[str]:
 
 def _last(values: Sequence[str] | None) -> str:
     return values[-1] if values else ""
+
+
+HISTORY_OPERATION = "devices-historics"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryTraffic:
+    """The history requests of the log: every page is one request (``next`` included)."""
+
+    #: Requests answered 200.
+    requests: int = 0
+    #: Requests answered anything else (each one still a request the bridge made).
+    refused: int = 0
+    #: The lowest ``startTime`` asked for: where the catch-up began (None without requests).
+    lowest_start: int | None = None
+
+
+def history_traffic(records: Iterable[Mapping[str, Any]]) -> HistoryTraffic:
+    """Tally the request log's history requests (records as ``/_sim/requests`` returns them)."""
+    answered, refused = _answered(records, HISTORY_OPERATION)
+    starts = [_last(params.get("startTime")) for params in answered]
+    lowest = min((int(start) for start in starts if start.lstrip("-").isdigit()), default=None)
+    return HistoryTraffic(len(answered), refused, lowest)

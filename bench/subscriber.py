@@ -1,7 +1,9 @@
 """The subscriber: a paho client in its own process, on ``<base>/#`` at QoS 1.
 
 Or, for the Sparkplug run, on ``spBv1.0/#``, decoding every payload
-(``bench/sparkplug_tally.py``): there the "updates" are DDATA metrics.
+(``bench/sparkplug_tally.py``): there the "updates" are DDATA metrics. Or,
+for a history catch-up, on ``<base>/+/+/+/history``, following each topic's
+samples (``bench/history_tally.py``): there the updates are samples.
 
 It is what the measured publisher's messages must reach, so updates/s is
 measured here, at delivery. Two numbers are shared live with the harness
@@ -29,6 +31,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from bench.children import BenchError, Children, wait_until
+from bench.history_tally import HistoryTally, TopicTrace, history_filter
 from bench.sparkplug_tally import NAMESPACE, SparkplugCounts, SparkplugTally
 from bench.tally import Tally
 
@@ -49,6 +52,8 @@ class Delivery:
     cpu_s: float
     #: For a Sparkplug subscriber (then ``counts`` and ``last`` are empty).
     sparkplug: SparkplugCounts | None = None
+    #: For a history subscriber, each topic's trace (then ``counts`` and ``last`` are empty).
+    history: dict[str, TopicTrace] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +74,18 @@ def _subscribe_and_count(
     results: Connection,
     *,
     sparkplug: bool = False,
+    history_step: int = 0,
 ) -> None:
     """The child process: count until told to stop, then send the ``Delivery``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the harness's to handle
-    tally: Tally | SparkplugTally = (
-        SparkplugTally(per_cycle) if sparkplug else Tally(base_topic, per_cycle)
-    )
-    topic_filter = f"{NAMESPACE}/#" if sparkplug else f"{base_topic}/#"
+    tally: Tally | SparkplugTally | HistoryTally
+    if sparkplug:
+        tally, topic_filter = SparkplugTally(per_cycle), f"{NAMESPACE}/#"
+    elif history_step:
+        tally = HistoryTally(base_topic, per_cycle, history_step)
+        topic_filter = history_filter(base_topic)
+    else:
+        tally, topic_filter = Tally(base_topic, per_cycle), f"{base_topic}/#"
     delivered, last_arrival, clock = shared.delivered, shared.last_arrival, time.monotonic
 
     def on_message(client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
@@ -117,25 +127,17 @@ def _subscribe_and_count(
     network.join(RESULT_TIMEOUT_S)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu_s = usage.ru_utime + usage.ru_stime
-    if isinstance(tally, SparkplugTally):
-        delivery = Delivery(
-            delivered=tally.delivered,
-            other=tally.other_messages,
-            counts={},
-            last={},
-            cycle_marks=tally.cycle_marks,
-            cpu_s=cpu_s,
-            sparkplug=tally.counts(),
-        )
-    else:
-        delivery = Delivery(
-            delivered=tally.delivered,
-            other=tally.other,
-            counts=tally.counts,
-            last=tally.last,
-            cycle_marks=tally.cycle_marks,
-            cpu_s=cpu_s,
-        )
+    delivery = Delivery(
+        delivered=tally.delivered,
+        other=tally.other_messages if isinstance(tally, SparkplugTally) else tally.other,
+        # Per-topic counts and last payloads: the plain topics' (the others keep their own).
+        counts=tally.counts if isinstance(tally, Tally) else {},
+        last=tally.last if isinstance(tally, Tally) else {},
+        cycle_marks=tally.cycle_marks,
+        cpu_s=cpu_s,
+        sparkplug=tally.counts() if isinstance(tally, SparkplugTally) else None,
+        history=tally.topics if isinstance(tally, HistoryTally) else None,
+    )
     results.send(delivery)
     results.close()
 
@@ -152,7 +154,10 @@ class Subscriber:
         per_cycle: int,
         *,
         sparkplug: bool = False,
+        history_step: int = 0,
     ) -> None:
+        """``history_step``: subscribe to the history topics, whose samples are that many
+        seconds apart; ``sparkplug``: to the Sparkplug namespace; else to ``<base>/#``."""
         self._shared = _Shared(
             delivered=context.RawValue(ctypes.c_longlong, 0),
             last_arrival=context.RawValue(ctypes.c_double, 0.0),
@@ -163,7 +168,7 @@ class Subscriber:
         self._process: BaseProcess = context.Process(
             target=_subscribe_and_count,
             args=(port, base_topic, per_cycle, self._shared, child_end),
-            kwargs={"sparkplug": sparkplug},
+            kwargs={"sparkplug": sparkplug, "history_step": history_step},
             name="subscriber",
             daemon=True,
         )
@@ -190,7 +195,7 @@ class Subscriber:
 
     @property
     def delivered(self) -> int:
-        """Tag messages (Sparkplug: DDATA metrics) delivered so far."""
+        """Tag messages (Sparkplug: DDATA metrics; history: samples) delivered so far."""
         return int(self._shared.delivered.value)
 
     @property

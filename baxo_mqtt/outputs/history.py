@@ -13,18 +13,22 @@ sent, and cursors are saved in the state directory at least once a second
 and at ``close()``. A sample sent but not acknowledged (broker gone, bridge
 killed) is read and sent again on the next pass, byte for byte the same.
 
-Memory is bounded by one page: rows are read a page at a time from windows of
-at most ``max_span_s`` (``history_plan``), each page is published and its
-acknowledgements awaited before the next one is asked for, and
-``publish_acked`` itself waits when the broker's window is full.
+Memory is bounded by a few pages: rows are read a page at a time from
+windows of at most ``max_span_s`` (``history_plan``); the next page is
+fetched while one is published (``history_ahead``), a page is sent only once
+the one before the last is acknowledged (``history_delivery``), and
+``publish_acked`` itself waits when the broker's window is full. So the
+broker is kept busy through the API's round trips, and a catch-up of a month
+holds no more than one of an hour.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Protocol
 
 import structlog
@@ -38,10 +42,12 @@ from baxo_mqtt.bridge.events import (
     DiscoveryDone,
     Event,
     TagsChanged,
+    TagsGone,
 )
 from baxo_mqtt.bridge.tagmeta import TagMetadata
 from baxo_mqtt.bridge.topics import TopicScheme
 from baxo_mqtt.errors import BaxoError
+from baxo_mqtt.outputs.history_ahead import ReadAhead
 from baxo_mqtt.outputs.history_cursors import (
     CursorDecodeError,
     TagCursor,
@@ -52,6 +58,7 @@ from baxo_mqtt.outputs.history_cursors import (
     encode,
     encode_key,
 )
+from baxo_mqtt.outputs.history_delivery import InFlight, PageDelivery, ReadThrough
 from baxo_mqtt.outputs.history_payload import sample_payload
 from baxo_mqtt.outputs.history_plan import DeviceKey, ReadSchedule, plan_windows
 from baxo_mqtt.state import JsonValue
@@ -72,6 +79,12 @@ LAG_EVERY_S = 5.0
 DEVICE_RECORD = ""
 #: The longest ``close`` waits for the reader thread before saving what is acknowledged.
 CLOSE_WAIT_S = 1.5
+#: Pages sent whose acknowledgements may still be awaited when the next one
+#: goes out: the one just sent. The one before it is acknowledged long before
+#: (the broker's window is a fraction of a page), so this costs no wait.
+PAGES_IN_DOUBT = 1
+#: A page's rows in the order they must go out: each tag's in increasing time.
+_ROW_ORDER = itemgetter(0, 1, 3)  # (device id, tag, timestamp) of a HistoryRow
 
 PublishAcked = Callable[[str, bytes, Callable[[], None]], bool]
 
@@ -114,7 +127,8 @@ class HistoryOptions:
     ``tag_selected`` is the ``[filter]`` tag rule; ``request_tags`` the exact
     tag list to ask the API for when the filter names one (else every tag);
     ``keep_unselected_s``: how long a cursor outlives its device or tag
-    leaving the selection, so a filter mistake fixed in time loses nothing.
+    leaving the selection, or its tag vanishing from the account, so that a
+    filter mistake fixed in time, or a tag that comes back, loses nothing.
     """
 
     lookback_s: int = 3600
@@ -128,73 +142,6 @@ class HistoryOptions:
     keep_unselected_s: float = 7 * 86400.0
     commit_interval_s: float = 1.0
     ack_timeout_s: float = 30.0
-
-
-class _Delivery:
-    """The samples of one page handed to the broker, and which were acknowledged.
-
-    ``on_ack`` runs on the MQTT thread: it only flips a flag and wakes the reader.
-    """
-
-    def __init__(self) -> None:
-        self.keys: list[TagKey] = []
-        self.stamps: list[int] = []
-        self._acked: list[bool] = []
-        self._acked_count = 0
-        self._applied = 0
-        self._cancelled = False
-        self._changed = threading.Condition()
-
-    def add(self, key: TagKey, timestamp: int) -> Callable[[], None]:
-        index = len(self.keys)
-        self.keys.append(key)
-        self.stamps.append(timestamp)
-        self._acked.append(False)
-
-        def on_ack() -> None:
-            with self._changed:
-                if not self._acked[index]:
-                    self._acked[index] = True
-                    self._acked_count += 1
-                    self._changed.notify_all()
-
-        return on_ack
-
-    def cancel(self) -> None:
-        """Stop waiting (the stream is closing)."""
-        with self._changed:
-            self._cancelled = True
-            self._changed.notify_all()
-
-    def wait_all(self, expected: int, timeout_s: float, clock: Callable[[], float]) -> bool:
-        """True once the first ``expected`` samples are acknowledged; False when no
-        acknowledgement came for ``timeout_s`` (or the stream is closing)."""
-        with self._changed:
-            progress_at, seen = clock(), self._acked_count
-            while self._acked_count < expected and not self._cancelled:
-                if self._acked_count != seen:
-                    progress_at, seen = clock(), self._acked_count
-                left = progress_at + timeout_s - clock()
-                if left <= 0:
-                    return False
-                self._changed.wait(left)
-            return self._acked_count >= expected
-
-    @property
-    def applied(self) -> int:
-        """How many samples, from the first, ``take_acknowledged`` has given out."""
-        with self._changed:
-            return self._applied
-
-    def take_acknowledged(self) -> list[tuple[TagKey, int]]:
-        """The samples acknowledged since the last call, up to the first that is not:
-        a cursor may never move past a sample still in doubt."""
-        with self._changed:
-            start = end = self._applied
-            while end < len(self._acked) and self._acked[end]:
-                end += 1
-            self._applied = end
-        return list(zip(self.keys[start:end], self.stamps[start:end], strict=True))
 
 
 class HistoryStream:
@@ -221,8 +168,11 @@ class HistoryStream:
         self._store = store
         self._publish_acked = publish_acked
         # Another consumer of the same samples (the Sparkplug node's historical
-        # metrics): it gets each page's acknowledged rows, per device, oldest first.
+        # metrics): it gets the rows the broker acknowledged, per device, oldest first,
+        # so a sample sent again after an outage reaches it once. Until then a sent
+        # row waits here: only the pages in doubt, two at most (history_delivery.py).
         self._also_to = also_to
+        self._unacknowledged: dict[tuple[TagKey, int], HistoryRow] = {}
         self._scheme = scheme
         self._count_published = count_published
         self._count_late = count_late
@@ -240,13 +190,20 @@ class HistoryStream:
         # When each device last had a read reaching overlap_s back (monotonic
         # in the stream's clock; not kept: the first read after a start is one).
         self._overlap_read_at: dict[DeviceKey, float] = {}
+        # The newest realtime timestamp that prompted a read of each device and
+        # may not have been delivered yet.
+        self._shown: dict[DeviceKey, int] = {}
+        # Where the next read of a device must begin at the latest: a tag came
+        # back (into the selection, or into the account) and must be read from
+        # its own cursor, however far behind the device's other tags it is.
+        self._resume_from: dict[DeviceKey, int] = {}
         self._dirty: set[TagKey] = set()
         self._deleted: set[TagKey] = set()
         self._commit_lock = threading.Lock()
         self._last_commit = 0.0
         self._last_lag = -LAG_EVERY_S
         self._lag_s: float | None = None
-        self._delivery: _Delivery | None = None
+        self._in_flight = InFlight(self._apply, self._read_through)
         self._stopping = threading.Event()
         self._closed = False
         self._api_failing = False
@@ -280,18 +237,30 @@ class HistoryStream:
         now = self._clock()
         with self._wake:
             if isinstance(event, DeviceListed):
-                self._select(event.entry, now)
+                # A device new to the stream is first read once the discovery is
+                # done (``_reconcile``), with every other new one: a fleet listed
+                # at start is then read batch_size devices a request, not one by
+                # one as the events arrive.
+                self._select(event.entry, now, add=False)
             elif isinstance(event, DeviceGone):
                 key = (event.entry.contract.id, event.entry.device.id)
                 self._schedule.remove(key)
                 self._entries.pop(key, None)
+                self._shown.pop(key, None)
             elif isinstance(event, DiscoveryDone):
                 self._reconcile(event, now)
             elif isinstance(event, TagsChanged):
                 key = (event.entry.contract.id, event.entry.device.id)
+                self._follow_tags(key, {*event.values, *(r.tag for r in event.changes)}, now)
                 newest = self._device_newest.get(key)
-                if newest is None or any(r.timestamp > newest for r in event.changes):
+                shown = max((r.timestamp for r in event.changes), default=None)
+                if shown is not None and (newest is None or shown > newest):
+                    self._shown[key] = max(shown, self._shown.get(key, shown))
                     self._schedule.poke(key, now)
+            elif isinstance(event, TagsGone):
+                key = (event.entry.contract.id, event.entry.device.id)
+                for tag in event.tags:
+                    self._vanish((*key, tag), now)
             elif isinstance(event, AvailabilityChanged) and event.online:
                 # Back after an outage: catch up now rather than at the next interval.
                 self._schedule.poke((event.entry.contract.id, event.entry.device.id), now)
@@ -307,11 +276,8 @@ class HistoryStream:
         # flight, so that a clean stop sends nothing twice at the next start.
         if self._thread is not None:
             self._thread.join(CLOSE_WAIT_S)
-        with self._lock:
-            delivery = self._delivery
-        if delivery is not None:
-            delivery.cancel()
-            self._apply(delivery)
+        self._in_flight.cancel()
+        self._settle(keep=None)
         self._commit()
         self._closed = True
 
@@ -331,11 +297,13 @@ class HistoryStream:
         if cursor.newest is not None and cursor.newest > self._device_newest.get(device, -1):
             self._device_newest[device] = cursor.newest
 
-    def _select(self, entry: DeviceEntry, now: float) -> None:
+    def _select(self, entry: DeviceEntry, now: float, *, add: bool = True) -> None:
+        """Follow a device's listing; ``add``: read it when it is new to the stream."""
         key = (entry.contract.id, entry.device.id)
         if entry.device.is_active:
-            self._entries[key] = entry
-            self._schedule.add(key, now)
+            if add or key in self._schedule:
+                self._entries[key] = entry
+                self._schedule.add(key, now)
         else:
             # Inactive and suspended devices transmit nothing: not read.
             self._entries.pop(key, None)
@@ -352,18 +320,66 @@ class HistoryStream:
                 self._entries.pop(device, None)
         selected = self._options.tag_selected
         for key, cursor in list(self._cursors.items()):
-            if (key[0], key[1]) in entries and (key[2] == DEVICE_RECORD or selected(key[2])):
-                if cursor.gone_since is not None:
-                    cursor.gone_since = None
-                    self._dirty.add(key)
-            elif cursor.gone_since is None:
-                cursor.gone_since = now
-                self._dirty.add(key)
-            elif now - cursor.gone_since > self._options.keep_unselected_s:
+            in_selection = (key[0], key[1]) in entries and (
+                key[2] == DEVICE_RECORD or selected(key[2])
+            )
+            self._judge(key, cursor, in_selection=in_selection, now=now)
+            if (
+                cursor.gone_since is not None
+                and now - cursor.gone_since > self._options.keep_unselected_s
+            ):
                 del self._cursors[key]
                 self._device_tags.get((key[0], key[1]), set()).discard(key[2])
                 self._dirty.discard(key)
                 self._deleted.add(key)
+
+    def _judge(self, key: TagKey, cursor: TagCursor, *, in_selection: bool, now: float) -> None:
+        """Keep ``gone_since`` true to the tag: set while it is out of the selection or
+        out of the account, cleared when it is back in both.
+
+        A tag that comes back is read again from its own cursor (``_resume_from``):
+        while it was away its device kept being read for the others, past
+        samples of its own that the API may hold (a tag left out by a filter
+        mistake, or missing from some realtime answers).
+        """
+        live = in_selection and not cursor.vanished
+        if not live and cursor.gone_since is None:
+            cursor.gone_since = now
+            self._dirty.add(key)
+        elif live and cursor.gone_since is not None:
+            cursor.gone_since = None
+            self._dirty.add(key)
+            if key[2] != DEVICE_RECORD:
+                device = (key[0], key[1])
+                start = cursor.resume_from()
+                self._resume_from[device] = min(start, self._resume_from.get(device, start))
+                self._schedule.poke(device, now)
+
+    def _vanish(self, key: TagKey, now: float) -> None:
+        """The tag is missing from its device's realtime answer: stop waiting for it."""
+        cursor = self._cursors.get(key)
+        if cursor is not None and not cursor.vanished:
+            cursor.vanished = True
+            if cursor.gone_since is None:  # else already ageing, out of the selection
+                cursor.gone_since = now
+            self._dirty.add(key)
+
+    def _follow_tags(self, device: DeviceKey, present: Collection[str], now: float) -> None:
+        """``present``: the tags the device's realtime answers hold. Those with a cursor
+        that it lacks have vanished (also after a restart, when no ``TagsGone`` says
+        so); those that vanished and are back are read again from their own cursors."""
+        for tag in self._device_tags.get(device, ()):
+            key = (device[0], device[1], tag)
+            cursor = self._cursors[key]
+            if tag not in present:
+                self._vanish(key, now)
+            elif cursor.vanished:
+                cursor.vanished = False
+                self._dirty.add(key)
+                # Back in the account: it is live again if it is in the selection,
+                # which the poller only reports on tags that are.
+                in_selection = device in self._entries and self._options.tag_selected(tag)
+                self._judge(key, cursor, in_selection=in_selection, now=now)
 
     def _device_start(self, key: DeviceKey, now_baxo: int, now: float) -> tuple[int, bool]:
         """Where a read of one device begins, and whether it reaches ``overlap_s`` back.
@@ -385,7 +401,7 @@ class HistoryStream:
         if record.newest is None or last is None or now - last >= self._options.interval_s:
             return overlap_start, True
         after_newest = [
-            cursor.floor if cursor.newest is None else cursor.newest + 1
+            cursor.resume_from()
             for tag in self._device_tags.get(key, ())
             if (cursor := self._cursors[(key[0], key[1], tag)]).gone_since is None
         ]
@@ -394,12 +410,19 @@ class HistoryStream:
         # A tag that stopped reporting holds reads back no further than the overlap.
         return max(overlap_start, min(after_newest)), False
 
-    def _read_through(self, contract_id: str, device_ids: Iterable[str], upto: int) -> None:
-        """Every row of these devices up to ``upto`` was delivered and acknowledged."""
+    def _start_of(self, key: DeviceKey, now_baxo: int, now: float) -> tuple[int, bool]:
+        """``_device_start``, or earlier where a tag that came back must be read from."""
+        start, overlap = self._device_start(key, now_baxo, now)
+        resume = self._resume_from.get(key)
+        return (start, overlap) if resume is None else (min(start, resume), overlap)
+
+    def _read_through(self, point: ReadThrough) -> None:
+        """Every row of these devices up to ``point.upto`` was delivered and acknowledged."""
         with self._lock:
-            for device_id in device_ids:
-                key = (contract_id, device_id, DEVICE_RECORD)
+            for device_id in point.device_ids:
+                key = (point.contract_id, device_id, DEVICE_RECORD)
                 record = self._cursors.get(key)
+                upto = point.upto
                 if record is not None and (record.newest is None or record.newest < upto):
                     record.newest = upto
                     self._dirty.add(key)
@@ -431,12 +454,15 @@ class HistoryStream:
         now_baxo = int(now) - BAXO_EPOCH_UNIX
         by_contract: dict[str, list[tuple[str, int]]] = {}
         reaching_back: set[DeviceKey] = set()
+        resuming: dict[DeviceKey, int] = {}
         with self._lock:
             for key in due:
-                start, overlap = self._device_start(key, now_baxo, now)
+                start, overlap = self._start_of(key, now_baxo, now)
                 by_contract.setdefault(key[0], []).append((key[1], start))
                 if overlap:
                     reaching_back.add(key)
+                if key in self._resume_from:
+                    resuming[key] = self._resume_from[key]
         size = max(1, self._options.batch_size)
         for contract_id, devices in by_contract.items():
             # Devices with close starts share a request, so that one far behind
@@ -450,99 +476,148 @@ class HistoryStream:
                 with self._lock:
                     for device_id, _start in batch:
                         key = (contract_id, device_id)
-                        self._schedule.done(key, self._clock(), ok=ok)
+                        # A poke during the read asked for a sample the read may
+                        # have brought after all: read again only if it did not.
+                        wanted = self._shown.get(key)
+                        missing = wanted is not None and wanted > self._device_newest.get(key, -1)
+                        if ok and not missing:
+                            self._shown.pop(key, None)
+                        self._schedule.done(key, self._clock(), ok=ok, still_wanted=missing)
                         if ok and key in reaching_back:
                             self._overlap_read_at[key] = now
+                        if ok and key in resuming and self._resume_from.get(key) == resuming[key]:
+                            del self._resume_from[key]
 
     def _read_batch(self, contract_id: str, starts: dict[str, int], end: int) -> bool:
         windows = plan_windows(min(starts.values()), end, self._options.max_span_s)
+        pages = ReadAhead(self._pages_of(contract_id, starts, windows), "history-read-ahead")
+        ok = True
         try:
-            for low, high in windows:
-                asked = [device_id for device_id, start in starts.items() if start <= high]
-                pages = self._source.history_pages(
-                    contract_id, asked, low, high, self._options.request_tags
-                )
-                for page in pages:
-                    if self._stopping.is_set() or not self._deliver(contract_id, starts, page.rows):
-                        return False
-                self._read_through(contract_id, asked, high)
+            for asked, upto, page in pages:
+                if page is None:  # the window is read through, once all before is acknowledged
+                    self._in_flight.add(ReadThrough(contract_id, asked, upto))
+                    continue
+                if self._stopping.is_set() or not self._deliver(contract_id, starts, page.rows):
+                    ok = False
+                    break
+                if not self._settle(keep=PAGES_IN_DOUBT):
+                    ok = False
+                    break
         except BaxoError as error:
             if not self._api_failing:
                 log.warning("history read failing; retrying with backoff", error=str(error))
             self._api_failing = True
-            return False
-        if self._api_failing:
+            ok = False
+        finally:
+            pages.close()
+        # What was sent is acknowledged (or not) all the same: cursors follow.
+        acknowledged = self._settle(keep=0)
+        if not (ok and acknowledged):
+            self._in_flight.abandon()  # the next read sends again what is in doubt
+            self._unacknowledged.clear()  # and hands it over when that is acknowledged
+        if ok and self._api_failing:
             log.info("history read recovered")
             self._api_failing = False
-        return True
+        return ok and acknowledged and not self._stopping.is_set()
+
+    def _pages_of(
+        self, contract_id: str, starts: Mapping[str, int], windows: Iterable[tuple[int, int]]
+    ) -> Iterator[tuple[tuple[str, ...], int, HistoryPage | None]]:
+        """Every page of every window, each window ended by ``None``: (devices asked,
+        the window's end, the page)."""
+        for low, high in windows:
+            asked = tuple(device_id for device_id, start in starts.items() if start <= high)
+            pages = self._source.history_pages(
+                contract_id, asked, low, high, self._options.request_tags
+            )
+            for page in pages:
+                yield asked, high, page
+            yield asked, high, None
+
+    def _settle(self, *, keep: int | None) -> bool:
+        """Move cursors over what is acknowledged; with ``keep``, first wait until no more
+        pages than that are in doubt (False when the broker acknowledged nothing meanwhile)."""
+        return self._in_flight.settle(
+            keep=keep, timeout_s=self._options.ack_timeout_s, clock=time.monotonic
+        )
 
     def _deliver(self, contract_id: str, starts: Mapping[str, int], rows: list[HistoryRow]) -> bool:
-        """Publish one page's new samples; True once the broker acknowledged them all."""
+        """Publish one page's new samples; True when the broker took them all.
+
+        Rows come per tag (sorted, so each tag's samples go out in increasing
+        time whatever the API's order): what depends only on the tag (its
+        cursor, topic, metadata) is looked up once per tag, not per row.
+        """
         options = self._options
-        overlap, selected, metadata = options.overlap_s, options.tag_selected, options.tag_metadata
-        delivery = _Delivery()
-        with self._lock:
-            self._delivery = delivery
+        overlap, metadata = options.overlap_s, options.tag_metadata
+        delivery = PageDelivery()
+        self._in_flight.add(delivery)
         late: dict[str, int] = {}
-        published: list[HistoryRow] = []  # in the order of the delivery's samples
+        waiting = None if self._also_to is None else self._unacknowledged
         handed = True
-        previous: tuple[str, str, int] | None = None
-        # Sorted, so each tag's samples go out in increasing time whatever the API's order.
-        for row in sorted(rows, key=lambda r: (r.device_id, r.tag, r.timestamp)):
-            if self._stopping.is_set():
-                break
+        group: tuple[str, str] | None = None
+        skip = True
+        previous = -1
+        key: TagKey = ("", "", "")
+        cursor = TagCursor(floor=0)
+        topic = ""
+        meta = metadata.for_tag("")
+        for row in sorted(rows, key=_ROW_ORDER):
             device_id, tag, raw, timestamp, source = row
-            start = starts.get(device_id)
-            if start is None or not tag or not selected(tag):
+            if (device_id, tag) != group:
+                if self._stopping.is_set():
+                    break
+                group = (device_id, tag)
+                found = self._tag_of(contract_id, device_id, tag, starts)
+                skip = found is None
+                if found is not None:
+                    key, cursor, topic = found
+                    meta = metadata.for_tag(tag)
+                    previous = -1
+            if skip or timestamp == previous:  # not selected, or the same row twice
                 continue
-            if previous == (device_id, tag, timestamp):
-                continue  # the same row twice in one answer
-            previous = (device_id, tag, timestamp)
-            key = (contract_id, device_id, tag)
+            previous = timestamp
             with self._lock:
-                entry = self._entries.get((contract_id, device_id))
-                if entry is None:
-                    continue  # left the selection while being read
-                cursor = self._cursors.get(key)
-                if cursor is None:
-                    cursor = TagCursor(floor=start)
-                    self._adopt(key, cursor)
-                    self._dirty.add(key)
                 verdict = cursor.verdict(timestamp, overlap)
                 if verdict is Verdict.TOO_LATE:
                     cursor.record(timestamp, overlap)
                     self._dirty.add(key)
-                    late[device_id] = late.get(device_id, 0) + 1
             if verdict is not Verdict.PUBLISH:
+                if verdict is Verdict.TOO_LATE:
+                    late[device_id] = late.get(device_id, 0) + 1
                 continue
-            topic = self._scheme.history_of(entry.topic, tag)
-            payload = sample_payload(metadata.for_tag(tag), raw, timestamp, source)
-            on_ack = delivery.add(key, timestamp)
-            if not self._publish_acked(topic, payload, on_ack):
+            payload = sample_payload(meta, raw, timestamp, source)
+            if not self._publish_acked(topic, payload, delivery.add(key, timestamp)):
+                delivery.drop_last()
                 handed = False
                 break
-            published.append(row)
+            if waiting is not None:
+                waiting[(key, timestamp)] = row
             if self._clock() - self._last_commit >= options.commit_interval_s:
-                self._apply(delivery)
+                self._settle(keep=None)
                 self._commit()
+        delivery.seal()
         self._after_page(contract_id, late)
-        expected = len(delivery.keys) - (0 if handed else 1)
-        acknowledged = delivery.wait_all(expected, options.ack_timeout_s, time.monotonic)
-        self._settle(contract_id, delivery, published)
-        return handed and acknowledged and not self._stopping.is_set()
+        return handed
 
-    def _settle(self, contract_id: str, delivery: _Delivery, published: list[HistoryRow]) -> None:
-        """Move the cursors over what the broker acknowledged, and give the other consumer
-        those samples: one sent again after an outage was not acknowledged the first
-        time, so it is handed over once."""
-        self._apply(delivery)
-        if self._also_to is None:
-            return
-        by_device: dict[str, list[HistoryRow]] = {}
-        for row in published[: delivery.applied]:
-            by_device.setdefault(row.device_id, []).append(row)
-        for device_id, device_rows in by_device.items():
-            self._also_to(contract_id, device_id, device_rows)
+    def _tag_of(
+        self, contract_id: str, device_id: str, tag: str, starts: Mapping[str, int]
+    ) -> tuple[TagKey, TagCursor, str] | None:
+        """A tag's key, cursor (made if new) and topic, or None when its rows are not to go out."""
+        start = starts.get(device_id)
+        if start is None or not tag or not self._options.tag_selected(tag):
+            return None
+        key = (contract_id, device_id, tag)
+        with self._lock:
+            entry = self._entries.get((contract_id, device_id))
+            if entry is None:
+                return None  # left the selection while being read
+            cursor = self._cursors.get(key)
+            if cursor is None:
+                cursor = TagCursor(floor=start)
+                self._adopt(key, cursor)
+                self._dirty.add(key)
+        return key, cursor, self._scheme.history_of(entry.topic, tag)
 
     def _after_page(self, contract_id: str, late: Mapping[str, int]) -> None:
         """Say which rows were too late."""
@@ -559,11 +634,8 @@ class HistoryStream:
 
     # --- progress ---------------------------------------------------------------------
 
-    def _apply(self, delivery: _Delivery) -> None:
-        """Move cursors over what the broker acknowledged."""
-        acknowledged = delivery.take_acknowledged()
-        if not acknowledged:
-            return
+    def _apply(self, acknowledged: Sequence[tuple[TagKey, int]]) -> None:
+        """Move cursors over samples the broker acknowledged, in the order sent."""
         overlap = self._options.overlap_s
         with self._lock:
             for key, timestamp in acknowledged:
@@ -576,6 +648,21 @@ class HistoryStream:
                 if timestamp > self._device_newest.get(device, -1):
                     self._device_newest[device] = timestamp
         self._count_published(len(acknowledged))
+        if self._also_to is not None:
+            self._hand_to_the_other_consumer(acknowledged)
+
+    def _hand_to_the_other_consumer(self, acknowledged: Sequence[tuple[TagKey, int]]) -> None:
+        """The acknowledged rows, per device in the order sent (oldest first per tag)."""
+        assert self._also_to is not None
+        waiting = self._unacknowledged
+        by_device: dict[tuple[str, str], list[HistoryRow]] = {}
+        for sample in acknowledged:
+            row = waiting.pop(sample, None)
+            if row is not None:
+                key = sample[0]
+                by_device.setdefault((key[0], key[1]), []).append(row)
+        for (contract_id, device_id), rows in by_device.items():
+            self._also_to(contract_id, device_id, rows)
 
     def _commit(self) -> None:
         """Save the cursors that changed, in one transaction."""

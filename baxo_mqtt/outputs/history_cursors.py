@@ -140,14 +140,21 @@ class TagCursor:
     ``newest``: the newest acknowledged timestamp (None before the first);
     ``floor``: rows below it predate what this cursor knows (its first read's
     start, then its horizon); ``handled``: timestamps at or above ``floor``
-    delivered or judged too late; ``gone_since``: Unix time the tag left the
-    selection, None while selected.
+    delivered or judged too late; ``vanished``: the tag is no longer in its
+    device's realtime answers (gone from the account, perhaps for good);
+    ``gone_since``: Unix time the tag left the selection or vanished, None
+    while it is selected and there.
     """
 
     floor: int
     newest: int | None = None
     handled: SampleRuns = field(default_factory=SampleRuns)
     gone_since: float | None = None
+    vanished: bool = False
+
+    def resume_from(self) -> int:
+        """Where a read must begin so that nothing after what this cursor delivered is missed."""
+        return self.floor if self.newest is None else self.newest + 1
 
     def read_start(self, overlap_s: int) -> int:
         """Where a read for this tag begins: its overlap below the newest sample."""
@@ -205,6 +212,7 @@ def encode(cursor: TagCursor) -> JsonValue:
         "floor": cursor.floor,
         "handled": [[first, step, count] for first, step, count in cursor.handled.runs],
         "gone_since": cursor.gone_since,
+        "vanished": cursor.vanished,
     }
 
 
@@ -229,6 +237,9 @@ def decode(document: object) -> TagCursor:
         isinstance(gone_since, bool) or not isinstance(gone_since, int | float)
     ):
         raise CursorDecodeError(f"history cursor field 'gone_since' is {gone_since!r}")
+    vanished = document.get("vanished", False)  # absent from what older versions stored
+    if not isinstance(vanished, bool):
+        raise CursorDecodeError(f"history cursor field 'vanished' is {vanished!r}")
     stored = document.get("handled")
     if not isinstance(stored, list):
         raise CursorDecodeError("history cursor field 'handled' is not a list")
@@ -253,4 +264,5 @@ def decode(document: object) -> TagCursor:
         newest=newest,
         handled=SampleRuns(runs),
         gone_since=float(gone_since) if gone_since is not None else None,
+        vanished=vanished,
     )

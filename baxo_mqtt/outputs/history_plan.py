@@ -83,15 +83,19 @@ class ReadSchedule:
             self._devices[key].reading = True
         return taken
 
-    def done(self, key: DeviceKey, now: float, *, ok: bool) -> None:
-        """A read of ``key`` ended; a failed one is retried after a growing pause."""
+    def done(self, key: DeviceKey, now: float, *, ok: bool, still_wanted: bool = True) -> None:
+        """A read of ``key`` ended; a failed one is retried after a growing pause.
+
+        ``still_wanted``: whether what a poke during the read asked for is still
+        missing; when the read brought it after all, there is no need to read again.
+        """
         due = self._devices.get(key)
         if due is None:
             return
         due.reading = False
         if ok:
             due.failures = 0
-            due.at = now if due.poked else now + self._interval_s
+            due.at = now if due.poked and still_wanted else now + self._interval_s
         else:
             due.failures += 1
             pause = min(self._interval_s, FIRST_RETRY_S * 2 ** (due.failures - 1))

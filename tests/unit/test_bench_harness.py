@@ -416,6 +416,8 @@ def test_the_full_plan_covers_every_target_of_the_issue() -> None:
         "bridge 1000x20, API +200 ms",
         "ceiling 1000x20",
         "bridge 5000x20, API +0 ms",
+        "ceiling history 200x20x250",
+        "history catch-up 200x20x250",
         "idle 200x20, every 30 s",
     ]
     assert {r.cycles for r in runs if r.shape.label == "1000x20"} == {20}

@@ -100,19 +100,32 @@ def test_the_horizon_bounds_what_a_cursor_remembers() -> None:
     assert len(cursor.handled) <= MIN_HORIZON_S // 7 + 1
 
 
+def test_a_cursor_resumes_just_after_its_newest_sample_or_from_its_floor() -> None:
+    cursor = TagCursor(floor=1_000)
+    assert cursor.resume_from() == 1_000
+    cursor.record(1_060, 3600)
+    assert cursor.resume_from() == 1_061
+
+
 @given(
     st.integers(min_value=0, max_value=10**9),
     st.lists(st.integers(min_value=0, max_value=100_000), max_size=50),
     st.one_of(st.none(), st.floats(min_value=0, max_value=2e9)),
+    st.booleans(),
 )
 def test_cursors_come_back_from_storage_as_they_went(
-    floor: int, samples: list[int], gone: float | None
+    floor: int, samples: list[int], gone: float | None, vanished: bool
 ) -> None:
-    cursor = TagCursor(floor=floor, gone_since=gone)
+    cursor = TagCursor(floor=floor, gone_since=gone, vanished=vanished)
     for offset in samples:
         cursor.record(floor + offset, 3600)
     stored = json.loads(json.dumps(encode(cursor)))
     assert decode(stored) == cursor
+
+
+def test_a_cursor_stored_before_tags_could_vanish_reads_as_present() -> None:
+    stored = {"floor": 0, "newest": 60, "handled": [[60, 1, 1]], "gone_since": None}
+    assert decode(stored).vanished is False
 
 
 @given(st.text(), st.text(), st.text())
@@ -144,6 +157,7 @@ def test_anything_else_stored_is_refused_clearly(document: object) -> None:
         {"floor": 0, "newest": None, "handled": [[0, 10, 3], [10, 1, 1]], "gone_since": None},
         {"floor": 0, "newest": None, "handled": [[0, 0, 3]], "gone_since": None},
         {"floor": 0, "newest": None, "handled": "[]", "gone_since": None},
+        {"floor": 0, "newest": None, "handled": [], "gone_since": None, "vanished": 1},
     ],
 )
 def test_damaged_cursors_are_refused(document: object) -> None:

@@ -65,6 +65,16 @@ def test_a_poke_during_a_read_reads_again_right_after() -> None:
     assert schedule.take_due(10) == [("c", "1")]
 
 
+def test_a_poke_that_the_read_answered_after_all_reads_nothing_more() -> None:
+    schedule = ReadSchedule(300, jitter=lambda: 0.0)
+    schedule.add(("c", "1"), now=0)
+    schedule.take_due(0)
+    schedule.poke(("c", "1"), 5)
+    schedule.done(("c", "1"), 10, ok=True, still_wanted=False)
+    assert schedule.take_due(10) == []
+    assert schedule.next_due(10) == pytest.approx(300)
+
+
 def test_failures_back_off_up_to_the_interval() -> None:
     schedule = ReadSchedule(60, jitter=lambda: 1.0)
     schedule.add(("c", "1"), now=0)
