@@ -197,6 +197,13 @@ class HistoryStream:
         # back (into the selection, or into the account) and must be read from
         # its own cursor, however far behind the device's other tags it is.
         self._resume_from: dict[DeviceKey, int] = {}
+        # The newest realtime timestamp of each tag: while it is newer than what
+        # the tag delivered, a read must begin at the tag's own cursor. A logger
+        # that transmits less often than overlap_s uploads samples older than the
+        # device's read-through point minus the overlap, yet newer than its tags'.
+        self._realtime_newest: dict[TagKey, int] = {}
+        # Those of them a read has begun to look for since realtime showed them.
+        self._realtime_asked: set[TagKey] = set()
         self._dirty: set[TagKey] = set()
         self._deleted: set[TagKey] = set()
         self._commit_lock = threading.Lock()
@@ -244,6 +251,9 @@ class HistoryStream:
                 self._select(event.entry, now, add=False)
             elif isinstance(event, DeviceGone):
                 key = (event.entry.contract.id, event.entry.device.id)
+                for tag in self._device_tags.get(key, ()):
+                    self._realtime_newest.pop((*key, tag), None)
+                    self._realtime_asked.discard((*key, tag))
                 self._schedule.remove(key)
                 self._entries.pop(key, None)
                 self._shown.pop(key, None)
@@ -252,6 +262,12 @@ class HistoryStream:
             elif isinstance(event, TagsChanged):
                 key = (event.entry.contract.id, event.entry.device.id)
                 self._follow_tags(key, {*event.values, *(r.tag for r in event.changes)}, now)
+                realtime_newest = self._realtime_newest
+                for reading in event.changes:
+                    tag_key = (*key, reading.tag)
+                    if reading.timestamp > realtime_newest.get(tag_key, -1):
+                        realtime_newest[tag_key] = reading.timestamp
+                        self._realtime_asked.discard(tag_key)
                 newest = self._device_newest.get(key)
                 shown = max((r.timestamp for r in event.changes), default=None)
                 if shown is not None and (newest is None or shown > newest):
@@ -411,10 +427,29 @@ class HistoryStream:
         return max(overlap_start, min(after_newest)), False
 
     def _start_of(self, key: DeviceKey, now_baxo: int, now: float) -> tuple[int, bool]:
-        """``_device_start``, or earlier where a tag that came back must be read from."""
+        """``_device_start``, or earlier where a tag must be read from its own cursor:
+        it came back, or realtime showed it newer than what it delivered. Called as
+        a read of the device begins."""
         start, overlap = self._device_start(key, now_baxo, now)
+        for tag in self._device_tags.get(key, ()):
+            if (*key, tag) in self._realtime_newest:
+                self._realtime_asked.add((*key, tag))
+        earlier = [start, *self._owed_from(key)]
         resume = self._resume_from.get(key)
-        return (start, overlap) if resume is None else (min(start, resume), overlap)
+        if resume is not None:
+            earlier.append(resume)
+        return min(earlier), overlap
+
+    def _owed_from(self, key: DeviceKey) -> list[int]:
+        """Where each tag that realtime showed newer than its cursor must be read from."""
+        owed = []
+        for tag in self._device_tags.get(key, ()):
+            tag_key = (*key, tag)
+            shown = self._realtime_newest.get(tag_key)
+            cursor = self._cursors.get(tag_key)
+            if shown is not None and cursor is not None and (cursor.newest or -1) < shown:
+                owed.append(cursor.resume_from())
+        return owed
 
     def _read_through(self, point: ReadThrough) -> None:
         """Every row of these devices up to ``point.upto`` was delivered and acknowledged."""
@@ -426,6 +461,15 @@ class HistoryStream:
                 if record is not None and (record.newest is None or record.newest < upto):
                     record.newest = upto
                     self._dirty.add(key)
+                # A read begun after realtime showed a tag went through that time: a
+                # sample the API's history does not hold must not make every later
+                # read begin this far back.
+                for tag in self._device_tags.get((point.contract_id, device_id), ()):
+                    tag_key = (point.contract_id, device_id, tag)
+                    asked = tag_key in self._realtime_asked
+                    if asked and self._realtime_newest.get(tag_key, upto + 1) <= upto:
+                        del self._realtime_newest[tag_key]
+                        self._realtime_asked.discard(tag_key)
 
     # --- the reader thread ------------------------------------------------------------
 

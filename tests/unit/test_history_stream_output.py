@@ -752,3 +752,23 @@ def test_progress_saved_in_the_middle_of_pages_counts_every_sample_once(
     newest = max(r.timestamp for r in source.rows[DEVICE.id])
     wait_until(lambda: stored_cursor(rig, "HUM")["newest"] == newest, 5, "HUM's progress saved")
     assert len(rig.broker.sent) == total
+
+
+def test_a_logger_transmitting_less_often_than_the_overlap_loses_no_sample(
+    source: FakeHistory, rigs: Callable[..., Rig]
+) -> None:
+    # Read through "now", then the logger's next upload brings samples from two
+    # hours back: older than the read-through point minus overlap_s, yet newer
+    # than what the tag delivered, so they are owed, not late.
+    now = baxo_now()
+    source.record(DEVICE.id, ["TEMP"], now - 9000, now - 7200)
+    rig = rigs(source, overlap_s=3600, lookback_s=9000, interval_s=3600)
+    rig.list_devices(DEVICE)
+    first = len(source.rows[DEVICE.id])
+    wait_until(lambda: len(rig.broker.samples()) == first, 10, "the first catch-up")
+    wait_until(lambda: rig.stream.lag_s() is not None, 10, "the read through now")
+    source.record(DEVICE.id, ["TEMP"], now - 7199, now)
+    rig.stream.handle(realtime(Reading(DEVICE.id, "TEMP", "1", now)))
+    everything = sorted(r.timestamp for r in source.rows[DEVICE.id])
+    wait_until(lambda: rig.broker.samples() == everything, 10, "every uploaded sample")
+    assert rig.counters.late == 0
