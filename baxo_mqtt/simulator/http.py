@@ -45,6 +45,7 @@ from baxo_mqtt.simulator.control import (
     SERVED_KINDS,
     Faults,
     RecordedRequest,
+    StartedRequest,
     answer_control,
 )
 from baxo_mqtt.simulator.fleet import DEFAULT_PAGE_ROWS, Fleet
@@ -136,7 +137,11 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ClientError(405, f"the API accepts GET and POST, not {self.command}")
             return simulator.answer(params, base_url)
 
-        answer = guarded(answer_request)
+        started = simulator.started(StartedRequest(one(params, "get") or "", received_at))
+        try:
+            answer = guarded(answer_request)
+        finally:
+            simulator.finished(started)
         simulator.record(
             RecordedRequest(
                 method=self.command,
@@ -272,6 +277,9 @@ class SimulatorServer:
         self._fault_rng_lock = threading.Lock()
         self._log: deque[RecordedRequest] = deque(maxlen=REQUEST_LOG_LIMIT)
         self._log_changed = threading.Condition()
+        #: Requests being answered, by a number of their own: several may look alike.
+        self._in_flight: dict[int, StartedRequest] = {}
+        self._started_count = 0
         self._served: Counter[str] = Counter()
         self._served_lock = threading.Lock()
         #: Set while stopped, so that hanging requests end with the server.
@@ -345,6 +353,23 @@ class SimulatorServer:
         with self._log_changed:
             self._log.append(request)
             self._log_changed.notify_all()
+
+    @property
+    def in_flight(self) -> list[StartedRequest]:
+        """The API requests received and not answered yet, oldest first."""
+        with self._log_changed:
+            return list(self._in_flight.values())
+
+    def started(self, request: StartedRequest) -> int:
+        """Note a request being answered from now on; the number to pass to ``finished``."""
+        with self._log_changed:
+            self._started_count += 1
+            self._in_flight[self._started_count] = request
+            return self._started_count
+
+    def finished(self, number: int) -> None:
+        with self._log_changed:
+            self._in_flight.pop(number, None)
 
     def wait_for_requests(
         self, predicate: Callable[[RecordedRequest], bool], timeout: float, count: int = 1

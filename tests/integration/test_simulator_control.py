@@ -6,6 +6,7 @@ import json
 import math
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from tests.support.simhttp import (
     call,
     control_url,
 )
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -308,6 +310,101 @@ def test_control_writes_lists_the_writes_received(
             "at": NOON,
         }
     ]
+
+
+def test_control_in_flight_lists_a_request_while_it_is_held_and_not_after(
+    simulator: SimulatorServer, session: requests.Session
+) -> None:
+    simulator.faults.latency_s = 1.0
+    in_flight = control_url(simulator, "requests/in-flight")
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(call, requests.Session(), simulator.url, get="contracts")
+        held = wait_until(lambda: session.get(in_flight, timeout=TIMEOUT_S).json(), TIMEOUT_S)
+        assert answer.result(TIMEOUT_S).status_code == 200
+
+    after = session.get(in_flight, timeout=TIMEOUT_S).json()
+
+    assert [started["operation"] for started in held] == ["contracts"]
+    assert held[0]["received_at"] <= time.time()
+    assert after == []
+    assert [request.operation for request in simulator.requests] == ["contracts"]
+
+
+def test_control_realtime_served_counts_the_readings_answered_and_forgets_them(
+    simulator: SimulatorServer, session: requests.Session, account: Account, clock: FakeClock
+) -> None:
+    device = account.devices[0]
+
+    def read() -> dict[str, Any]:
+        answer = call(
+            session,
+            simulator.url,
+            get="devices-realtimes",
+            contractId=account.contract,
+            deviceId=device,
+            tagReferences="TAG_1",
+        )
+        log: dict[str, Any] = answer.json()["logs"][0]
+        return log
+
+    read()
+    clock.advance(3600)
+    last = read()
+    served_url = control_url(simulator, "realtime/served")
+    counted = {
+        (s["device"], s["tag"]): s for s in session.get(served_url, timeout=TIMEOUT_S).json()
+    }
+    forgotten = session.delete(served_url, timeout=TIMEOUT_S)
+    after = session.get(served_url, timeout=TIMEOUT_S).json()
+
+    mine = counted[(device, "TAG_1")]
+    assert (mine["contract"], mine["readings"]) == (account.contract, 2)
+    assert mine["value"] == last["value"]
+    assert mine["timestamp"] == int(last["timestamp"])
+    assert counted[(device, "TAG_2")]["readings"] == 0
+    assert forgotten.status_code == 200
+    assert {s["readings"] for s in after} == {0}
+
+
+def test_control_device_remove_and_add_back_reads_as_before(
+    simulator: SimulatorServer, session: requests.Session, account: Account
+) -> None:
+    device = account.devices[0]
+    target = {"contract": account.contract, "device": device}
+
+    def realtime() -> tuple[int, object]:
+        answer = call(
+            session,
+            simulator.url,
+            get="devices-realtimes",
+            contractId=account.contract,
+            deviceId=device,
+        )
+        return answer.status_code, answer.json().get("logs")
+
+    before = realtime()
+    removed = session.put(control_url(simulator, "device/remove"), json=target, timeout=5)
+    listed = call(session, simulator.url, get="devices", contractId=account.contract).json()
+    gone = realtime()
+    added = session.put(
+        control_url(simulator, "device/add"), json={**target, "name": "Back again"}, timeout=5
+    )
+    taken = session.put(control_url(simulator, "device/add"), json=target, timeout=5)
+    unknown = session.put(
+        control_url(simulator, "device/remove"), json={**target, "device": "nope"}, timeout=5
+    )
+    bad_tags = session.put(
+        control_url(simulator, "device/add"), json={**target, "device": "x", "tags": "T"}, timeout=5
+    )
+
+    assert removed.status_code == 200
+    assert device not in json.dumps(listed)
+    assert gone[0] == 404
+    assert added.status_code == 200
+    assert simulator.fleet.device(account.contract, device).name == "Back again"
+    assert before[0] == 200
+    assert realtime() == before
+    assert (taken.status_code, unknown.status_code, bad_tags.status_code) == (409, 404, 400)
 
 
 def test_control_endpoints_are_neither_faulted_nor_logged(
