@@ -127,6 +127,27 @@ class SimulatorProcess:
         written: list[dict[str, Any]] = self.control("GET", "writes")
         return written
 
+    def in_flight(self) -> list[dict[str, Any]]:
+        """API requests received and not answered yet (held by latency, say)."""
+        started: list[dict[str, Any]] = self.control("GET", "requests/in-flight")
+        return started
+
+    def served(self) -> dict[Tag, dict[str, Any]]:
+        """Per tag, what realtime answered: ``readings`` (how many different), last
+        ``timestamp`` and ``value``."""
+        answered: list[dict[str, Any]] = self.control("GET", "realtime/served")
+        return {Tag(s["contract"], s["device"], s["tag"]): s for s in answered}
+
+    def forget_served(self) -> None:
+        self.control("DELETE", "realtime/served")
+
+    def remove_device(self, contract: str, device: str) -> None:
+        self.control("PUT", "device/remove", {"contract": contract, "device": device})
+
+    def add_device(self, contract: str, device: str, name: str, tags: list[str]) -> None:
+        body = {"contract": contract, "device": device, "name": name, "tags": tags}
+        self.control("PUT", "device/add", body)
+
     def client(self) -> BaxoClient:
         settings = BaxoSettings(
             base_url=self.url, username=USERNAME, password=SecretStr(self.password)

@@ -564,13 +564,13 @@ def sigterm_slow_api(world: Rig, scale: Scale, record: Record) -> None:
     watcher = world.watcher(SCHEME.bridge_state())
     watcher.wait_for(SCHEME.bridge_state(), lambda text: text == "online")
     world.simulator.set_faults(latency_s=30.0)
-    # Two intervals: the next poll has certainly started and is waiting on the API.
-    time.sleep(2 * world.interval_s + 0.5)
+    held = wait_until(world.simulator.in_flight, 2 * world.interval_s + 10, "a held request")
     code, seconds = _terminate_and_time(daemon)
     record.expect(code == 0, f"exit code {code}")
     record.expect(seconds <= EXIT_WITHIN_S, f"took {seconds:.1f} s to exit")
     offline = watcher.value(SCHEME.bridge_state()) == "offline"
     record.expect(offline, "no offline on the state topic")
+    record.figure("held", held[0]["operation"])
     record.figure("exit_code", code)
     record.figure("exit_s", seconds)
     record.figure("offline", offline)
