@@ -32,7 +32,7 @@ from baxo_mqtt.settings import BaxoSettings
 from tests.support.broker import Broker
 from tests.support.daemon import DaemonProcess, bridge_config, write_config
 from tests.support.waiting import wait_until
-from tests.support.watcher import Watcher
+from tests.support.watcher import Message, Watcher
 
 USERNAME = "demo@example.com"
 SCHEME = TopicScheme("baxo")
@@ -181,6 +181,24 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def retained_now(port: int, topic_filter: str) -> dict[str, Message]:
+    """Every retained message the broker holds under ``topic_filter`` (ending in ``#``)
+    when asked: topic -> message.
+
+    MQTT does not mark the end of the retained messages a subscription brings.
+    A message this client publishes under the filter once subscribed comes
+    behind them (one connection, QoS 1, in order), so it marks that end.
+    """
+    watcher = Watcher(port, topic_filter)
+    try:
+        marker = topic_filter.removesuffix("#") + f"end-of-retained-{free_port()}"
+        watcher.publish(marker, b"end")
+        watcher.wait_for_message(marker, timeout=10)
+        return {m.topic: m for m in watcher.messages if m.retain and m.topic != marker}
+    finally:
+        watcher.close()
 
 
 def http_get(url: str, timeout: float = 5) -> tuple[int, str]:

@@ -759,6 +759,7 @@ def write_ordering(world: Rig, scale: Scale, record: Record) -> None:
 from tests.reliability import (  # noqa: E402, F401
     dcmd_scenarios,
     history_scenarios,
+    homeassistant_scenarios,
     request_scenarios,
     sparkplug_scenarios,
 )
