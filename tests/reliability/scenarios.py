@@ -641,36 +641,6 @@ def secrets(world: Rig, scale: Scale, record: Record) -> None:
     record.figure("leaks", len(leaks) + in_urls)
 
 
-# --- soak ----------------------------------------------------------------------------
-
-
-@scenario(devices=100, tags=10, interval_s=0.5, value_period_s=1.0)
-def soak(world: Rig, scale: Scale, record: Record) -> None:
-    """Steady load (every value changes each second): memory must not grow."""
-    tags = world.simulator.active_tags()
-    daemon = world.start_daemon()
-    watcher = world.watcher(f"{SCHEME.base}/bridge/state")
-    watcher.wait_for(SCHEME.bridge_state(), lambda text: text == "online", timeout=30)
-    started = time.monotonic()
-    samples: list[tuple[float, float]] = []
-    while time.monotonic() - started < scale.soak_s and daemon.process.poll() is None:
-        samples.append((time.monotonic() - started, rss_mb(daemon.process.pid)))
-        time.sleep(1.0)  # the sampling period of the measurement
-    steady = samples[len(samples) // 4 :]
-    slope, fitted_growth = steady_growth(samples)
-    record.expect(
-        fitted_growth <= RSS_NOISE_MB / 2,
-        f"memory grew {fitted_growth:.2f} MB over the steady window ({slope:.1f} MB/h)",
-    )
-    record.figure("tags", len(tags))
-    record.figure("seconds", scale.soak_s)
-    record.figure("rss_start_mb", steady[0][1] if steady else math.nan)
-    record.figure("rss_end_mb", steady[-1][1] if steady else math.nan)
-    record.figure("slope_mb_per_h", slope)
-    record.figure("fitted_growth_mb", fitted_growth)
-    alive(record, daemon)
-
-
 # --- promises that hang on the read path's defects (1, 4, 6) ---------------------------
 
 
@@ -761,5 +731,6 @@ from tests.reliability import (  # noqa: E402, F401
     history_scenarios,
     homeassistant_scenarios,
     request_scenarios,
+    soak_scenarios,
     sparkplug_scenarios,
 )
