@@ -12,7 +12,8 @@ endpoint                               does
 ``DELETE /_sim/requests``              forgets them
 ``GET /_sim/requests/in-flight``        the API requests being answered now (``StartedRequest``
                                        fields): received, not yet answered (held by
-                                       ``latency_s`` or ``hang_s``, or still computing)
+                                       ``latency_s`` or ``hang_s``, or still computing);
+                                       ``held_s`` is the hang of one a fault holds
 ``GET /_sim/realtime/served``          per tag, what realtime answered: ``readings`` (how many
                                        different ones: value or timestamp changed) and the last
                                        ``timestamp`` and ``value`` (``ServedReadings`` fields)
@@ -173,10 +174,12 @@ def _checked_knob(name: str, value: object) -> object:
 
 @dataclass(frozen=True, slots=True)
 class StartedRequest:
-    """An API request received and not answered yet; ``received_at`` is Unix time."""
+    """An API request received and not answered yet; ``received_at`` is Unix time.
+    ``held_s``: how long a ``hang`` fault holds it before it is answered (0: none)."""
 
     operation: str
     received_at: float
+    held_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

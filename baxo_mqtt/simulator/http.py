@@ -20,6 +20,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
+from dataclasses import replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType, TracebackType
@@ -129,19 +130,19 @@ class _Handler(BaseHTTPRequestHandler):
         params = merge_params(query, body.decode("utf-8", "replace"))
         host = self.headers.get("Host")
         base_url = f"http://{host}{API_PATH}" if host else simulator.url
+        number = simulator.started(StartedRequest(one(params, "get") or "", received_at))
 
         def answer_request() -> Answer:
             if body and content_type != FORM_TYPE:
                 raise ClientError(415, f"send parameters as {FORM_TYPE}, not {content_type[:60]}")
             if self.command not in ("GET", "POST"):
                 raise ClientError(405, f"the API accepts GET and POST, not {self.command}")
-            return simulator.answer(params, base_url)
+            return simulator.answer(params, base_url, lambda s: simulator.held(number, s))
 
-        started = simulator.started(StartedRequest(one(params, "get") or "", received_at))
         try:
             answer = guarded(answer_request)
         finally:
-            simulator.finished(started)
+            simulator.finished(number)
         simulator.record(
             RecordedRequest(
                 method=self.command,
@@ -367,6 +368,12 @@ class SimulatorServer:
             self._in_flight[self._started_count] = request
             return self._started_count
 
+    def held(self, number: int, seconds: float) -> None:
+        """Note that a fault holds request ``number`` for ``seconds`` before answering."""
+        with self._log_changed:
+            if number in self._in_flight:
+                self._in_flight[number] = replace(self._in_flight[number], held_s=seconds)
+
     def finished(self, number: int) -> None:
         with self._log_changed:
             self._in_flight.pop(number, None)
@@ -407,8 +414,14 @@ class SimulatorServer:
         with self._served_lock:
             self._served.update(kinds)
 
-    def answer(self, params: dict[str, list[str]], base_url: str) -> Answer:
-        """The answer to one API request, faults included (see ``control.py``)."""
+    def answer(
+        self,
+        params: dict[str, list[str]],
+        base_url: str,
+        on_hold: Callable[[float], None] | None = None,
+    ) -> Answer:
+        """The answer to one API request, faults included (see ``control.py``);
+        ``on_hold(seconds)`` is told when a ``hang`` fault holds it."""
         faults = self.faults
         refused = self._refusal(params, faults)
         if refused is not None:
@@ -426,6 +439,8 @@ class SimulatorServer:
             return Answer(0, b"", reset=True)
         if fault == "hang":
             self._served_one("hang")
+            if on_hold is not None:
+                on_hold(faults.hang_s)
             # The simulated network, not a synchronisation; stop() cuts it short.
             self._stopping.wait(faults.hang_s)
         answer = answer_api(

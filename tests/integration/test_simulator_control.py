@@ -326,8 +326,27 @@ def test_control_in_flight_lists_a_request_while_it_is_held_and_not_after(
 
     assert [started["operation"] for started in held] == ["contracts"]
     assert held[0]["received_at"] <= time.time()
+    assert held[0]["held_s"] == 0, "latency is not a hang"
     assert after == []
     assert [request.operation for request in simulator.requests] == ["contracts"]
+
+
+def test_control_in_flight_says_how_long_a_hang_holds_a_request(
+    simulator: SimulatorServer, session: requests.Session
+) -> None:
+    simulator.faults.update({"hang_rate": 1.0, "hang_s": 1.5})
+    in_flight = control_url(simulator, "requests/in-flight")
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(call, requests.Session(), simulator.url, get="contracts")
+
+        def hanging() -> list[dict[str, Any]]:
+            started: list[dict[str, Any]] = session.get(in_flight, timeout=TIMEOUT_S).json()
+            return [s for s in started if s["held_s"] > 0]
+
+        held = wait_until(hanging, TIMEOUT_S)
+        assert answer.result(TIMEOUT_S).status_code == 200
+
+    assert [(s["operation"], s["held_s"]) for s in held] == [("contracts", 1.5)]
 
 
 def test_control_realtime_served_counts_the_readings_answered_and_forgets_them(

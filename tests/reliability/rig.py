@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -240,20 +241,25 @@ class Rig:
     stack: ExitStack
     daemons: list[DaemonProcess] = field(default_factory=list)
     metrics_ports: dict[Path, int] = field(default_factory=dict)
+    #: A scenario may start daemons from several threads: each gets its own files.
+    _numbering: threading.Lock = field(default_factory=threading.Lock)
 
     def config(self, **overrides: Mapping[str, Any]) -> Path:
         config = bridge_config(self.broker.port, self.simulator.url, overrides)
         config["baxo"]["password"] = self.password
         config["poll"]["interval_s"] = self.interval_s
         config["mqtt"]["client_id"] = f"chaos-{free_port()}"
-        path = write_config(self.workdir / f"config-{len(self.metrics_ports)}.toml", config)
-        self.metrics_ports[path] = config["metrics"]["port"]
+        with self._numbering:
+            path = write_config(self.workdir / f"config-{len(self.metrics_ports)}.toml", config)
+            self.metrics_ports[path] = config["metrics"]["port"]
         return path
 
     def start_daemon(self, config: Path | None = None) -> DaemonProcess:
-        log_path = self.workdir / f"daemon-{len(self.daemons)}.log"
-        daemon = DaemonProcess(config or self.config(), log_path, child_environment())
-        self.daemons.append(daemon)
+        config = config or self.config()
+        with self._numbering:
+            log_path = self.workdir / f"daemon-{len(self.daemons)}.log"
+            daemon = DaemonProcess(config, log_path, child_environment())
+            self.daemons.append(daemon)
         return daemon
 
     def kill_daemons(self) -> None:
