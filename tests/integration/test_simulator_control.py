@@ -349,22 +349,34 @@ def test_control_in_flight_says_how_long_a_hang_holds_a_request(
     assert [(s["operation"], s["held_s"]) for s in held] == [("contracts", 1.5)]
 
 
+def realtime(
+    simulator: SimulatorServer,
+    session: requests.Session,
+    account: Account,
+    device: str,
+    *tags: str,
+) -> requests.Response:
+    """A realtime read of one device (of ``tags`` only, when given)."""
+    only = {"tagReferences": ",".join(tags)} if tags else {}
+    return call(
+        session,
+        simulator.url,
+        get="devices-realtimes",
+        contractId=account.contract,
+        deviceId=device,
+        **only,
+    )
+
+
 def test_control_realtime_served_counts_the_readings_answered_and_forgets_them(
     simulator: SimulatorServer, session: requests.Session, account: Account, clock: FakeClock
 ) -> None:
     device = account.devices[0]
 
     def read() -> dict[str, Any]:
-        answer = call(
-            session,
-            simulator.url,
-            get="devices-realtimes",
-            contractId=account.contract,
-            deviceId=device,
-            tagReferences="TAG_1",
-        )
-        log: dict[str, Any] = answer.json()["logs"][0]
-        return log
+        answer = realtime(simulator, session, account, device, "TAG_1")
+        logs: list[dict[str, Any]] = answer.json()["logs"]
+        return logs[0]
 
     read()
     clock.advance(3600)
@@ -391,20 +403,14 @@ def test_control_device_remove_and_add_back_reads_as_before(
     device = account.devices[0]
     target = {"contract": account.contract, "device": device}
 
-    def realtime() -> tuple[int, object]:
-        answer = call(
-            session,
-            simulator.url,
-            get="devices-realtimes",
-            contractId=account.contract,
-            deviceId=device,
-        )
+    def read() -> tuple[int, object]:
+        answer = realtime(simulator, session, account, device)
         return answer.status_code, answer.json().get("logs")
 
-    before = realtime()
+    before = read()
     removed = session.put(control_url(simulator, "device/remove"), json=target, timeout=5)
     listed = call(session, simulator.url, get="devices", contractId=account.contract).json()
-    gone = realtime()
+    gone = read()
     added = session.put(
         control_url(simulator, "device/add"), json={**target, "name": "Back again"}, timeout=5
     )
@@ -422,7 +428,7 @@ def test_control_device_remove_and_add_back_reads_as_before(
     assert added.status_code == 200
     assert simulator.fleet.device(account.contract, device).name == "Back again"
     assert before[0] == 200
-    assert realtime() == before
+    assert read() == before
     assert (taken.status_code, unknown.status_code, bad_tags.status_code) == (409, 404, 400)
 
 

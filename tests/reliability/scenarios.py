@@ -242,6 +242,24 @@ def started_daemon(world: Rig, tags: Sequence[Tag], config: Path | None = None) 
     return daemon
 
 
+def restart_and_refill(
+    world: Rig, topic_filter: str, refilled: Callable[[Watcher], bool], timeout: float
+) -> float | None:
+    """Restart the broker (no persistence); seconds until a subscriber that came after
+    the restart sees ``refilled``, so only what the bridge sent again; None after
+    ``timeout``."""
+    world.broker.restart()
+    restarted = time.monotonic()
+    fresh = Watcher(world.broker.port, topic_filter)
+    try:
+        wait_until(lambda: refilled(fresh), timeout, "the refill")
+        return time.monotonic() - restarted
+    except AssertionError:
+        return None
+    finally:
+        fresh.close()
+
+
 def alive(record: Record, daemon: DaemonProcess) -> bool:
     running = daemon.process.poll() is None
     record.figure("alive", running)
@@ -306,17 +324,13 @@ def broker_restarts(world: Rig, scale: Scale, record: Record) -> None:
     bound = world.interval_s + REFILL_SLACK_S
     refills: list[float] = []
     for restart in range(scale.restarts):
-        world.broker.restart()
-        restarted = time.monotonic()
-        # A subscriber that arrives after the restart sees only what the bridge sent again.
-        fresh = Watcher(world.broker.port, "baxo/#")
-        try:
-            wait_for_values(fresh, expected, bound + 5, "the refill")
-            refills.append(time.monotonic() - restarted)
-        except AssertionError:
+        refill = restart_and_refill(
+            world, "baxo/#", functools.partial(values_shown, expected=expected), bound + 5
+        )
+        if refill is None:
             record.expect(False, f"restart {restart + 1}: values not back within {bound + 5:g} s")
-        finally:
-            fresh.close()
+        else:
+            refills.append(refill)
     late = [seconds for seconds in refills if seconds > bound]
     record.expect(not late, f"{len(late)} refills took longer than {bound:g} s: {late}")
     # Retained means a newcomer gets every value at once, with the retain flag.
