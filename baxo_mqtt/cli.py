@@ -150,8 +150,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _stop_before_start(signum: int, frame: object) -> None:
-    """SIGTERM or SIGINT before the daemon is up: nothing to undo yet, so exit 0."""
-    raise SystemExit(0)
+    """SIGTERM or SIGINT before the daemon is up: nothing to undo yet, so exit 0.
+
+    At once, not by raising SystemExit: an exception raised in a signal handler
+    surfaces wherever the main thread is, during start-up mostly inside an
+    import, where it can be swallowed (in a weakref callback it is only printed,
+    and the process carries on as if never asked to stop) or turned into another
+    error (pydantic-core building a validator makes it a SchemaError: exit 1).
+    Nothing is connected or published yet, and the state directory survives a
+    stop at any moment (README "State directory").
+    """
+    os._exit(0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,6 +10,14 @@ endpoint                               does
 ``GET /_sim/requests[?operation=OP]``  the API requests received (``RecordedRequest`` fields;
                                        ``status`` 0: the connection was reset, no answer)
 ``DELETE /_sim/requests``              forgets them
+``GET /_sim/requests/in-flight``        the API requests being answered now (``StartedRequest``
+                                       fields): received, not yet answered (held by
+                                       ``latency_s`` or ``hang_s``, or still computing);
+                                       ``held_s`` is the hang of one a fault holds
+``GET /_sim/realtime/served``          per tag, what realtime answered: ``readings`` (how many
+                                       different ones: value or timestamp changed) and the last
+                                       ``timestamp`` and ``value`` (``ServedReadings`` fields)
+``DELETE /_sim/realtime/served``       counts those from zero again
 ``GET /_sim/faults``                   the knobs (``Faults`` fields)
 ``PUT /_sim/faults``                   changes some: an object of ``Faults`` fields, all or none
 ``GET /_sim/faults/served``            how many requests each fault answered, by kind:
@@ -31,6 +39,12 @@ endpoint                               does
                                        withheld, so it appears in history behind rows already
                                        served; answers ``{"result": "ok", "rows": N}``
 ``PUT /_sim/status``                   ``{"contract", "device", "status"}``
+``PUT /_sim/device/remove``            ``{"contract", "device"}``: the account loses the device
+``PUT /_sim/device/add``               ``{"contract", "device"[, "name", "tags"]}``: a new active
+                                       device with that id (``tags``: a list of references,
+                                       else the fleet's count); 409 if the id is taken. Its
+                                       values depend only on seed, id and tag, so a device
+                                       removed and added again reads as before
 ``GET /_sim/writes``                   the writes received (contract, device, tag, value, at)
 =====================================  =========================================================
 
@@ -58,7 +72,7 @@ from typing import Any, Literal, Protocol
 from urllib.parse import parse_qs
 
 from baxo_mqtt.simulator.api import Answer, ClientError, json_answer, one
-from baxo_mqtt.simulator.fleet import Fleet
+from baxo_mqtt.simulator.fleet import Fleet, ServedReadings
 
 CONTROL_PREFIX = "/_sim/"
 
@@ -159,6 +173,16 @@ def _checked_knob(name: str, value: object) -> object:
 
 
 @dataclass(frozen=True, slots=True)
+class StartedRequest:
+    """An API request received and not answered yet; ``received_at`` is Unix time.
+    ``held_s``: how long a ``hang`` fault holds it before it is answered (0: none)."""
+
+    operation: str
+    received_at: float
+    held_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class RecordedRequest:
     """One API request as received. ``params`` never holds the password (it reads ``***``);
     ``query`` is the raw query string, so a test can prove no password was put in a URL.
@@ -189,6 +213,9 @@ class Simulated(Protocol):
     def clear_requests(self) -> None: ...
 
     @property
+    def in_flight(self) -> list[StartedRequest]: ...
+
+    @property
     def faults_served(self) -> dict[str, int]: ...
 
     def clear_faults_served(self) -> None: ...
@@ -196,6 +223,8 @@ class Simulated(Protocol):
 
 ROUTES: dict[str, tuple[str, ...]] = {
     "requests": ("GET", "DELETE"),
+    "requests/in-flight": ("GET",),
+    "realtime/served": ("GET", "DELETE"),
     "faults": ("GET", "PUT"),
     "faults/served": ("GET", "DELETE"),
     "value": ("PUT",),
@@ -203,6 +232,8 @@ ROUTES: dict[str, tuple[str, ...]] = {
     "backlog/withhold": ("PUT",),
     "backlog/upload": ("PUT",),
     "status": ("PUT",),
+    "device/remove": ("PUT",),
+    "device/add": ("PUT",),
     "writes": ("GET",),
 }
 OK = {"result": "ok"}
@@ -214,17 +245,8 @@ def answer_control(target: Simulated, method: str, route: str, query: str, body:
         raise ClientError(404, f"no control endpoint {CONTROL_PREFIX}{route}")
     if method not in ROUTES[route]:
         raise ClientError(405, f"{CONTROL_PREFIX}{route} accepts {', '.join(ROUTES[route])}")
-    if route == "requests":
-        if method == "DELETE":
-            target.clear_requests()
-            return json_answer(200, OK)
-        operation = one(parse_qs(query), "operation")
-        recorded = [
-            asdict(request)
-            for request in target.requests
-            if operation is None or request.operation == operation
-        ]
-        return json_answer(200, recorded)
+    if route.startswith(("requests", "realtime/")):
+        return _answer_log(target, method, route, query)
     if route == "faults":
         if method == "PUT":
             try:
@@ -239,6 +261,27 @@ def answer_control(target: Simulated, method: str, route: str, query: str, body:
     if route == "writes":
         return json_answer(200, _writes(target.fleet))
     return _change_fleet(target.fleet, route, _json_object(body))
+
+
+def _answer_log(target: Simulated, method: str, route: str, query: str) -> Answer:
+    """What the API received, is answering, or answered: read, or forgotten with DELETE."""
+    if route == "requests/in-flight":
+        return json_answer(200, [asdict(started) for started in target.in_flight])
+    if route == "realtime/served":
+        if method == "DELETE":
+            target.fleet.forget_served()
+            return json_answer(200, OK)
+        return json_answer(200, [_served(readings) for readings in target.fleet.served()])
+    if method == "DELETE":
+        target.clear_requests()
+        return json_answer(200, OK)
+    operation = one(parse_qs(query), "operation")
+    recorded = [
+        asdict(request)
+        for request in target.requests
+        if operation is None or request.operation == operation
+    ]
+    return json_answer(200, recorded)
 
 
 def _change_fleet(fleet: Fleet, route: str, document: Mapping[str, Any]) -> Answer:
@@ -267,9 +310,37 @@ def _change_fleet(fleet: Fleet, route: str, document: Mapping[str, Any]) -> Answ
         fleet.withhold(contract, device, start, end)
     elif route == "backlog/upload":
         return json_answer(200, {**OK, "rows": fleet.upload_backlog(contract, device)})
+    elif route == "device/remove":
+        fleet.remove_device(contract, device)
+    elif route == "device/add":
+        _add_device(fleet, contract, device, document)
     else:  # status
         fleet.set_status(contract, device, _field(document, "status", int))
     return json_answer(200, OK)
+
+
+def _add_device(fleet: Fleet, contract: str, device: str, document: Mapping[str, Any]) -> None:
+    name = document.get("name")
+    if name is not None and not isinstance(name, str):
+        raise ClientError(400, "field 'name' must be a string")
+    tags = document.get("tags")
+    if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
+        raise ClientError(400, "field 'tags' must be a list of tag references")
+    try:
+        fleet.add_device(contract, device, name, tags)
+    except ValueError as error:  # the id is taken
+        raise ClientError(409, str(error)) from None
+
+
+def _served(readings: ServedReadings) -> dict[str, object]:
+    return {
+        "contract": readings.contract_id,
+        "device": readings.device_id,
+        "tag": readings.tag,
+        "readings": readings.readings,
+        "timestamp": readings.timestamp,
+        "value": readings.value,
+    }
 
 
 def _writes(fleet: Fleet) -> list[dict[str, object]]:
@@ -329,6 +400,7 @@ __all__ = [
     "RandomFault",
     "RecordedRequest",
     "Simulated",
+    "StartedRequest",
     "answer_control",
     "served_counts",
 ]

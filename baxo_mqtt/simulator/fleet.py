@@ -28,6 +28,10 @@ a value), ``set_text`` (a tag reading text, such as ``"ERR"``, instead of
 numbers), and ``withhold`` / ``upload_backlog`` (rows a device uploads late,
 behind rows already served).
 
+``served`` tells, per tag, how many different readings realtime has answered
+and the last one: what a test needs to know exactly how many updates a
+client that polls should have passed on, whatever pace its polls kept.
+
 Times: ``clock()`` returns Unix seconds; what the fleet hands out (realtime
 and history timestamps, ``history`` bounds) is BAXO time, seconds since
 2000-01-01 UTC.
@@ -118,6 +122,21 @@ class WriteRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ServedReadings:
+    """What realtime answered for one tag since the fleet began (or ``forget_served``):
+    how many different readings (value or timestamp changed from the one before),
+    and the last. Counted when computed, so an answer a fault then cut or held
+    past the client's timeout counts too."""
+
+    contract_id: str
+    device_id: str
+    tag: str
+    readings: int
+    timestamp: int
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
 class _Wave:
     """A tag's values: ``low + step * |(k + phase) mod 2h - h|`` at point ``k``.
 
@@ -169,6 +188,17 @@ class _Tag:
     reads: int = 0
     #: Writes, reported values and text, in time order (see ``logger.py``).
     changes: list[Change] = field(default_factory=list)
+    #: Different readings realtime answered, and the last (``ServedReadings``).
+    served: int = 0
+    served_at: int = -1
+    served_value: str = ""
+
+    def serve(self, value: str, timestamp: int) -> None:
+        """Count a reading realtime answers, when it differs from the last one."""
+        if timestamp != self.served_at or value != self.served_value:
+            self.served += 1
+            self.served_at = timestamp
+            self.served_value = value
 
 
 @dataclass(slots=True)
@@ -393,6 +423,7 @@ class Fleet:
             else:
                 tag.reads += 1
                 value, at = tag.wave.value_at(tag.reads), timestamp
+            tag.serve(value, at)
             into.append(Reading(device_id, tag.reference, value, at, tag.is_event))
 
     def _read_transmitted_locked(
@@ -408,6 +439,7 @@ class Fleet:
             if not tag.changes and not entry.withheld:
                 # The common case, kept cheap: a large fleet is read whole every poll.
                 value = tag.wave.value_at(last_sent)
+                tag.serve(value, timestamp)
                 into.append(Reading(device_id, tag.reference, value, timestamp, tag.is_event))
                 continue
             pieces = series(
@@ -420,9 +452,35 @@ class Fleet:
             )
             if pieces:
                 row = self._row(device_id, tag, timetable, pieces[-1], pieces[-1].count - 1)
+                tag.serve(row.value, row.timestamp)
                 into.append(
                     Reading(device_id, tag.reference, row.value, row.timestamp, tag.is_event)
                 )
+
+    def served(self) -> list[ServedReadings]:
+        """Per tag of every device, what realtime has answered (see ``ServedReadings``)."""
+        with self._lock:
+            return [
+                ServedReadings(
+                    contract_id,
+                    device_id,
+                    tag.reference,
+                    tag.served,
+                    tag.served_at,
+                    tag.served_value,
+                )
+                for contract_id, contract in self._contracts.items()
+                for device_id, device in contract.devices.items()
+                for tag in device.tags.values()
+            ]
+
+    def forget_served(self) -> None:
+        """Count realtime's readings from zero again; the next reading of each tag counts."""
+        with self._lock:
+            for contract in self._contracts.values():
+                for device in contract.devices.values():
+                    for tag in device.tags.values():
+                        tag.served, tag.served_at, tag.served_value = 0, -1, ""
 
     def history(
         self,

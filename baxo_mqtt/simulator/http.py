@@ -20,6 +20,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
+from dataclasses import replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType, TracebackType
@@ -45,6 +46,7 @@ from baxo_mqtt.simulator.control import (
     SERVED_KINDS,
     Faults,
     RecordedRequest,
+    StartedRequest,
     answer_control,
 )
 from baxo_mqtt.simulator.fleet import DEFAULT_PAGE_ROWS, Fleet
@@ -128,15 +130,19 @@ class _Handler(BaseHTTPRequestHandler):
         params = merge_params(query, body.decode("utf-8", "replace"))
         host = self.headers.get("Host")
         base_url = f"http://{host}{API_PATH}" if host else simulator.url
+        number = simulator.started(StartedRequest(one(params, "get") or "", received_at))
 
         def answer_request() -> Answer:
             if body and content_type != FORM_TYPE:
                 raise ClientError(415, f"send parameters as {FORM_TYPE}, not {content_type[:60]}")
             if self.command not in ("GET", "POST"):
                 raise ClientError(405, f"the API accepts GET and POST, not {self.command}")
-            return simulator.answer(params, base_url)
+            return simulator.answer(params, base_url, lambda s: simulator.held(number, s))
 
-        answer = guarded(answer_request)
+        try:
+            answer = guarded(answer_request)
+        finally:
+            simulator.finished(number)
         simulator.record(
             RecordedRequest(
                 method=self.command,
@@ -272,6 +278,9 @@ class SimulatorServer:
         self._fault_rng_lock = threading.Lock()
         self._log: deque[RecordedRequest] = deque(maxlen=REQUEST_LOG_LIMIT)
         self._log_changed = threading.Condition()
+        #: Requests being answered, by a number of their own: several may look alike.
+        self._in_flight: dict[int, StartedRequest] = {}
+        self._started_count = 0
         self._served: Counter[str] = Counter()
         self._served_lock = threading.Lock()
         #: Set while stopped, so that hanging requests end with the server.
@@ -346,6 +355,29 @@ class SimulatorServer:
             self._log.append(request)
             self._log_changed.notify_all()
 
+    @property
+    def in_flight(self) -> list[StartedRequest]:
+        """The API requests received and not answered yet, oldest first."""
+        with self._log_changed:
+            return list(self._in_flight.values())
+
+    def started(self, request: StartedRequest) -> int:
+        """Note a request being answered from now on; the number to pass to ``finished``."""
+        with self._log_changed:
+            self._started_count += 1
+            self._in_flight[self._started_count] = request
+            return self._started_count
+
+    def held(self, number: int, seconds: float) -> None:
+        """Note that a fault holds request ``number`` for ``seconds`` before answering."""
+        with self._log_changed:
+            if number in self._in_flight:
+                self._in_flight[number] = replace(self._in_flight[number], held_s=seconds)
+
+    def finished(self, number: int) -> None:
+        with self._log_changed:
+            self._in_flight.pop(number, None)
+
     def wait_for_requests(
         self, predicate: Callable[[RecordedRequest], bool], timeout: float, count: int = 1
     ) -> list[RecordedRequest]:
@@ -382,8 +414,14 @@ class SimulatorServer:
         with self._served_lock:
             self._served.update(kinds)
 
-    def answer(self, params: dict[str, list[str]], base_url: str) -> Answer:
-        """The answer to one API request, faults included (see ``control.py``)."""
+    def answer(
+        self,
+        params: dict[str, list[str]],
+        base_url: str,
+        on_hold: Callable[[float], None] | None = None,
+    ) -> Answer:
+        """The answer to one API request, faults included (see ``control.py``);
+        ``on_hold(seconds)`` is told when a ``hang`` fault holds it."""
         faults = self.faults
         refused = self._refusal(params, faults)
         if refused is not None:
@@ -401,6 +439,8 @@ class SimulatorServer:
             return Answer(0, b"", reset=True)
         if fault == "hang":
             self._served_one("hang")
+            if on_hold is not None:
+                on_hold(faults.hang_s)
             # The simulated network, not a synchronisation; stop() cuts it short.
             self._stopping.wait(faults.hang_s)
         answer = answer_api(

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from tests.reliability import signal_scenarios  # noqa: F401 (registers its scenarios)
 from tests.reliability.scenarios import CI, FULL, SCENARIOS, run
 
 

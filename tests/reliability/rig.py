@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -32,10 +34,30 @@ from baxo_mqtt.settings import BaxoSettings
 from tests.support.broker import Broker
 from tests.support.daemon import DaemonProcess, bridge_config, write_config
 from tests.support.waiting import wait_until
-from tests.support.watcher import Watcher
+from tests.support.watcher import Message, Watcher
 
 USERNAME = "demo@example.com"
 SCHEME = TopicScheme("baxo")
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+def child_environment() -> dict[str, str]:
+    """What the processes a scenario starts get on top of this process's environment.
+
+    A run starts the daemon and the simulator dozens of times. Where Python
+    writes no bytecode (``PYTHONDONTWRITEBYTECODE``, common in containers and
+    CI) each start compiles every module again, a second or more of CPU that
+    a scenario would count as start-up (a SIGTERM "at any moment" would land
+    mostly in the compiler). An installed package has its bytecode; these
+    processes keep theirs in a cache of their own under ``.cache/``, leaving
+    the source tree and the virtualenv as they are.
+    """
+    if not os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        return {}
+    return {
+        "PYTHONDONTWRITEBYTECODE": "",
+        "PYTHONPYCACHEPREFIX": str(REPOSITORY / ".cache" / "pycache"),
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +100,7 @@ class SimulatorProcess:
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            env=os.environ | child_environment(),
         )
         wait_until(lambda: port_answers(self.port), 15, "the simulator to listen")
 
@@ -127,6 +150,27 @@ class SimulatorProcess:
         written: list[dict[str, Any]] = self.control("GET", "writes")
         return written
 
+    def in_flight(self) -> list[dict[str, Any]]:
+        """API requests received and not answered yet (held by latency, say)."""
+        started: list[dict[str, Any]] = self.control("GET", "requests/in-flight")
+        return started
+
+    def served(self) -> dict[Tag, dict[str, Any]]:
+        """Per tag, what realtime answered: ``readings`` (how many different), last
+        ``timestamp`` and ``value``."""
+        answered: list[dict[str, Any]] = self.control("GET", "realtime/served")
+        return {Tag(s["contract"], s["device"], s["tag"]): s for s in answered}
+
+    def forget_served(self) -> None:
+        self.control("DELETE", "realtime/served")
+
+    def remove_device(self, contract: str, device: str) -> None:
+        self.control("PUT", "device/remove", {"contract": contract, "device": device})
+
+    def add_device(self, contract: str, device: str, name: str, tags: list[str]) -> None:
+        body = {"contract": contract, "device": device, "name": name, "tags": tags}
+        self.control("PUT", "device/add", body)
+
     def client(self) -> BaxoClient:
         settings = BaxoSettings(
             base_url=self.url, username=USERNAME, password=SecretStr(self.password)
@@ -162,6 +206,24 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
+def retained_now(port: int, topic_filter: str) -> dict[str, Message]:
+    """Every retained message the broker holds under ``topic_filter`` (ending in ``#``)
+    when asked: topic -> message.
+
+    MQTT does not mark the end of the retained messages a subscription brings.
+    A message this client publishes under the filter once subscribed comes
+    behind them (one connection, QoS 1, in order), so it marks that end.
+    """
+    watcher = Watcher(port, topic_filter)
+    try:
+        marker = topic_filter.removesuffix("#") + f"end-of-retained-{free_port()}"
+        watcher.publish(marker, b"end")
+        watcher.wait_for_message(marker, timeout=10)
+        return {m.topic: m for m in watcher.messages if m.retain and m.topic != marker}
+    finally:
+        watcher.close()
+
+
 def http_get(url: str, timeout: float = 5) -> tuple[int, str]:
     answer = requests.get(url, timeout=timeout)
     return answer.status_code, answer.text
@@ -179,20 +241,25 @@ class Rig:
     stack: ExitStack
     daemons: list[DaemonProcess] = field(default_factory=list)
     metrics_ports: dict[Path, int] = field(default_factory=dict)
+    #: A scenario may start daemons from several threads: each gets its own files.
+    _numbering: threading.Lock = field(default_factory=threading.Lock)
 
     def config(self, **overrides: Mapping[str, Any]) -> Path:
         config = bridge_config(self.broker.port, self.simulator.url, overrides)
         config["baxo"]["password"] = self.password
         config["poll"]["interval_s"] = self.interval_s
         config["mqtt"]["client_id"] = f"chaos-{free_port()}"
-        path = write_config(self.workdir / f"config-{len(self.metrics_ports)}.toml", config)
-        self.metrics_ports[path] = config["metrics"]["port"]
+        with self._numbering:
+            path = write_config(self.workdir / f"config-{len(self.metrics_ports)}.toml", config)
+            self.metrics_ports[path] = config["metrics"]["port"]
         return path
 
     def start_daemon(self, config: Path | None = None) -> DaemonProcess:
-        log_path = self.workdir / f"daemon-{len(self.daemons)}.log"
-        daemon = DaemonProcess(config or self.config(), log_path)
-        self.daemons.append(daemon)
+        config = config or self.config()
+        with self._numbering:
+            log_path = self.workdir / f"daemon-{len(self.daemons)}.log"
+            daemon = DaemonProcess(config, log_path, child_environment())
+            self.daemons.append(daemon)
         return daemon
 
     def kill_daemons(self) -> None:

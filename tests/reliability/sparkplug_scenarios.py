@@ -12,7 +12,7 @@ import random
 import time
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -84,23 +84,35 @@ def decoded(messages: Sequence[Message], node: str, record: Record) -> list[Node
     return found
 
 
-def seq_gaps(messages: Sequence[NodeMessage]) -> list[str]:
-    """Every break of ``seq``: NBIRTH at 0, then one more per message, wrapping at 256."""
-    gaps: list[str] = []
+@dataclass
+class SeqCheck:
+    """``seq`` followed message by message: NBIRTH at 0, then one more per message,
+    wrapping at 256. ``gaps`` says where it broke."""
+
+    gaps: list[str] = field(default_factory=list)
     previous: int | None = None
-    for index, message in enumerate(messages):
-        if message.kind not in SEQUENCED:
-            continue
-        seq = message.payload.seq
-        if message.kind == "NBIRTH":
+    seen: int = 0
+
+    def see(self, kind: str, seq: int | None) -> None:
+        index, self.seen = self.seen, self.seen + 1
+        if kind not in SEQUENCED:
+            return
+        if kind == "NBIRTH":
             if seq != 0:
-                gaps.append(f"message {index}: NBIRTH with seq {seq}")
-        elif previous is None:
-            gaps.append(f"message {index}: {message.kind} before any NBIRTH")
-        elif seq != (previous + 1) % 256:
-            gaps.append(f"message {index}: {message.kind} seq {seq} after {previous}")
-        previous = seq
-    return gaps
+                self.gaps.append(f"message {index}: NBIRTH with seq {seq}")
+        elif self.previous is None:
+            self.gaps.append(f"message {index}: {kind} before any NBIRTH")
+        elif seq != (self.previous + 1) % 256:
+            self.gaps.append(f"message {index}: {kind} seq {seq} after {self.previous}")
+        self.previous = seq
+
+
+def seq_gaps(messages: Sequence[NodeMessage]) -> list[str]:
+    """Every break of ``seq`` over ``messages`` (see ``SeqCheck``)."""
+    check = SeqCheck()
+    for message in messages:
+        check.see(message.kind, message.payload.seq)
+    return check.gaps
 
 
 def births(messages: Sequence[NodeMessage]) -> list[tuple[int | None, set[str]]]:

@@ -359,6 +359,53 @@ def test_removed_devices_and_tags_disappear() -> None:
         fleet.remove_tag(contract_id, kept, "TAG_2")
 
 
+def test_served_counts_each_different_reading_realtime_answered_and_the_last() -> None:
+    clock = FakeClock()
+    fleet = Fleet.generate(devices=2, tags=2, clock=clock, log_period_s=10)
+    contract_id = first_contract(fleet)
+    read, unread = device_ids(fleet, contract_id)
+
+    fleet.realtime(contract_id, [read])
+    fleet.realtime(contract_id, [read])  # the same sample again: not a new reading
+    clock.advance(10)
+    fleet.realtime(contract_id, [read])
+    fleet.set_value(contract_id, read, "TAG_2", "42")  # same time, another value: a new one
+    last = {r.tag: r for r in fleet.realtime(contract_id, [read])}
+    served = {(s.device_id, s.tag): s for s in fleet.served()}
+
+    assert served[(read, "TAG_1")].readings == 2
+    assert served[(read, "TAG_2")].readings == 3
+    for tag, reading in last.items():
+        assert (served[(read, tag)].timestamp, served[(read, tag)].value) == (
+            reading.timestamp,
+            reading.value,
+        )
+    assert served[(unread, "TAG_1")].readings == 0
+
+
+def test_forget_served_counts_from_the_next_reading_on() -> None:
+    fleet = Fleet.generate(devices=1, tags=1, clock=FakeClock())
+    contract_id = first_contract(fleet)
+    fleet.realtime(contract_id, device_ids(fleet, contract_id))
+
+    fleet.forget_served()
+    forgotten = fleet.served()
+    fleet.realtime(contract_id, device_ids(fleet, contract_id))
+
+    assert [s.readings for s in forgotten] == [0]
+    assert [s.readings for s in fleet.served()] == [1]
+
+
+def test_every_read_counts_when_every_read_is_a_sample() -> None:
+    fleet = Fleet.generate(devices=1, tags=1, clock=FakeClock(), value_period_s=0)
+    contract_id = first_contract(fleet)
+
+    for _ in range(3):
+        fleet.realtime(contract_id, device_ids(fleet, contract_id))
+
+    assert [s.readings for s in fleet.served()] == [3]
+
+
 # --- login ---------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from tests.support.simhttp import (
     call,
     control_url,
 )
+from tests.support.waiting import wait_until
 
 # --- faults ---------------------------------------------------------------------
 
@@ -278,6 +280,126 @@ def test_control_writes_lists_the_writes_received(
             "at": NOON,
         }
     ]
+
+
+def test_control_in_flight_lists_a_request_while_it_is_held_and_not_after(
+    simulator: SimulatorServer, session: requests.Session
+) -> None:
+    simulator.faults.latency_s = 1.0
+    in_flight = control_url(simulator, "requests/in-flight")
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(call, requests.Session(), simulator.url, get="contracts")
+        held = wait_until(lambda: session.get(in_flight, timeout=TIMEOUT_S).json(), TIMEOUT_S)
+        assert answer.result(TIMEOUT_S).status_code == 200
+
+    after = session.get(in_flight, timeout=TIMEOUT_S).json()
+
+    assert [started["operation"] for started in held] == ["contracts"]
+    assert held[0]["received_at"] <= time.time()
+    assert held[0]["held_s"] == 0, "latency is not a hang"
+    assert after == []
+    assert [request.operation for request in simulator.requests] == ["contracts"]
+
+
+def test_control_in_flight_says_how_long_a_hang_holds_a_request(
+    simulator: SimulatorServer, session: requests.Session
+) -> None:
+    simulator.faults.update({"hang_rate": 1.0, "hang_s": 1.5})
+    in_flight = control_url(simulator, "requests/in-flight")
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(call, requests.Session(), simulator.url, get="contracts")
+
+        def hanging() -> list[dict[str, Any]]:
+            started: list[dict[str, Any]] = session.get(in_flight, timeout=TIMEOUT_S).json()
+            return [s for s in started if s["held_s"] > 0]
+
+        held = wait_until(hanging, TIMEOUT_S)
+        assert answer.result(TIMEOUT_S).status_code == 200
+
+    assert [(s["operation"], s["held_s"]) for s in held] == [("contracts", 1.5)]
+
+
+def realtime(
+    simulator: SimulatorServer,
+    session: requests.Session,
+    account: Account,
+    device: str,
+    *tags: str,
+) -> requests.Response:
+    """A realtime read of one device (of ``tags`` only, when given)."""
+    only = {"tagReferences": ",".join(tags)} if tags else {}
+    return call(
+        session,
+        simulator.url,
+        get="devices-realtimes",
+        contractId=account.contract,
+        deviceId=device,
+        **only,
+    )
+
+
+def test_control_realtime_served_counts_the_readings_answered_and_forgets_them(
+    simulator: SimulatorServer, session: requests.Session, account: Account, clock: FakeClock
+) -> None:
+    device = account.devices[0]
+
+    def read() -> dict[str, Any]:
+        answer = realtime(simulator, session, account, device, "TAG_1")
+        logs: list[dict[str, Any]] = answer.json()["logs"]
+        return logs[0]
+
+    read()
+    clock.advance(3600)
+    last = read()
+    served_url = control_url(simulator, "realtime/served")
+    counted = {
+        (s["device"], s["tag"]): s for s in session.get(served_url, timeout=TIMEOUT_S).json()
+    }
+    forgotten = session.delete(served_url, timeout=TIMEOUT_S)
+    after = session.get(served_url, timeout=TIMEOUT_S).json()
+
+    mine = counted[(device, "TAG_1")]
+    assert (mine["contract"], mine["readings"]) == (account.contract, 2)
+    assert mine["value"] == last["value"]
+    assert mine["timestamp"] == int(last["timestamp"])
+    assert counted[(device, "TAG_2")]["readings"] == 0
+    assert forgotten.status_code == 200
+    assert {s["readings"] for s in after} == {0}
+
+
+def test_control_device_remove_and_add_back_reads_as_before(
+    simulator: SimulatorServer, session: requests.Session, account: Account
+) -> None:
+    device = account.devices[0]
+    target = {"contract": account.contract, "device": device}
+
+    def read() -> tuple[int, object]:
+        answer = realtime(simulator, session, account, device)
+        return answer.status_code, answer.json().get("logs")
+
+    before = read()
+    removed = session.put(control_url(simulator, "device/remove"), json=target, timeout=5)
+    listed = call(session, simulator.url, get="devices", contractId=account.contract).json()
+    gone = read()
+    added = session.put(
+        control_url(simulator, "device/add"), json={**target, "name": "Back again"}, timeout=5
+    )
+    taken = session.put(control_url(simulator, "device/add"), json=target, timeout=5)
+    unknown = session.put(
+        control_url(simulator, "device/remove"), json={**target, "device": "nope"}, timeout=5
+    )
+    bad_tags = session.put(
+        control_url(simulator, "device/add"), json={**target, "device": "x", "tags": "T"}, timeout=5
+    )
+
+    assert removed.status_code == 200
+    assert device not in json.dumps(listed)
+    assert gone[0] == 404
+    assert added.status_code == 200
+    assert simulator.fleet.device(account.contract, device).name == "Back again"
+    assert before[0] == 200
+    assert read() == before
+    assert (taken.status_code, unknown.status_code, bad_tags.status_code) == (409, 404, 400)
 
 
 def test_control_endpoints_are_neither_faulted_nor_logged(
