@@ -15,11 +15,17 @@ Three rules shape this module:
   also refills a broker restarted without persistence. ``publish`` says
   False for what it did not hand over, so the caller can send it again.
 
-The counts (in flight, published, dropped) and the acknowledgement callbacks
-are shared by every publishing thread and paho's thread, so one small lock
-guards them. It is never held while calling paho: paho calls ``on_publish``
-with its own message lock held, and a publish waiting for that lock while
-holding ours would deadlock with it.
+What is in flight is paho's own count: the QoS 1/2 messages it holds until
+their acknowledgement. The published and dropped counts are shared by every
+publishing thread, so one small lock guards them; it is never held while
+calling paho. The acknowledgement callbacks of ``publish_acked`` live under
+paho's message lock instead, which paho holds while it handles a PUBACK: a
+message is handed to paho and its callback recorded under that same lock,
+so no acknowledgement can come before its callback is known.
+
+Most of the bridge's CPU per value is paho's, publishing and handling the
+acknowledgement, not the bridge's own; ``_LeanClient`` takes the common
+acknowledgement a cheaper way.
 """
 
 from __future__ import annotations
@@ -30,11 +36,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as paho
 import structlog
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -50,8 +56,8 @@ log = structlog.get_logger(__name__)
 #: How many unacknowledged QoS 1/2 messages ``publish`` allows before it waits.
 #: paho's own window is turned off (0): with one set, paho walks its message
 #: dict on every PUBACK to find the next queued message, which costs more than
-#: the publish itself once a few hundred are in flight. Counting here is O(1)
-#: per message and bounds memory just the same.
+#: the publish itself once a few hundred are in flight. Reading the size of
+#: that dict instead is O(1) per message and bounds memory just the same.
 WINDOW = 2_000
 #: The longest ``publish`` waits for room before dropping (counted as dropped).
 MAX_PUBLISH_WAIT_S = 30.0
@@ -77,8 +83,85 @@ class Subscription:
         )
 
 
-_UNSET = object()  # a registered message whose sender wants no acknowledgement callback
 AckCallback = Callable[[], None]
+
+# Handed to paho's bookkeeping for every PUBACK that says no more than its
+# message id and maybe a reason code; nothing here reads them, and paho only
+# passes them on to ``on_publish``.
+_NO_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
+_PUBACK_SUCCESS = ReasonCode(PacketTypes.PUBACK)
+_PUBACK_REASONS: dict[int, ReasonCode] = {0: _PUBACK_SUCCESS}
+
+
+def _puback_reason(code: int) -> ReasonCode | None:
+    """The shared ReasonCode of a PUBACK reason code; None for one MQTT v5 does not define."""
+    reason = _PUBACK_REASONS.get(code)
+    if reason is None:
+        try:
+            reason = ReasonCode(PacketTypes.PUBACK, identifier=code)
+        except (KeyError, ValueError):
+            return None
+        _PUBACK_REASONS[code] = reason
+    return reason
+
+
+class _LeanClient(paho.Client):
+    """paho's client, with a cheap way through the acknowledgement of each message.
+
+    For every PUBACK paho builds a new ReasonCode and a new Properties object,
+    which fills two dicts of some thirty entries each: that alone was over a
+    third of the bridge's CPU per value when polling back to back, more than
+    all of the bridge's own work on the value. A PUBACK of two bytes (the
+    message id: success, no properties) or, with MQTT v5, of three (a reason
+    code alone, such as "No matching subscribers") carries nothing those
+    objects would add, so shared ones go to paho's own bookkeeping instead,
+    under the lock paho takes there. Any other PUBACK, and every PUBCOMP, goes
+    paho's way. This overrides one method of paho 2.x's client (its network
+    thread calls it for each PUBACK and PUBCOMP) and uses the attributes that
+    method uses; tests/unit/test_mqtt_puback.py holds it to paho's results.
+    """
+
+    def _handle_pubackcomp(self, cmd: Literal["PUBACK", "PUBCOMP"]) -> MQTTErrorCode:
+        packet = self._in_packet["packet"]
+        size = len(packet)
+        reason: ReasonCode | None = None
+        if size == 2 and cmd == "PUBACK":
+            reason = _PUBACK_SUCCESS
+        elif size == 3 and cmd == "PUBACK" and self._protocol == MQTTProtocolVersion.MQTTv5:
+            reason = _puback_reason(packet[2])
+        if reason is None:
+            return super()._handle_pubackcomp(cmd)
+        mid = (packet[0] << 8) | packet[1]
+        with self._out_message_mutex:
+            if mid in self._out_messages:  # paho tells on_publish once per message
+                return self._do_on_publish(mid, reason, _NO_PROPERTIES)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    @property
+    def unacknowledged(self) -> int:
+        """QoS 1/2 messages paho holds until the broker acknowledges them."""
+        return len(self._out_messages)
+
+    def publish_registered(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        register: Callable[[int], None],
+    ) -> paho.MQTTMessageInfo:
+        """``publish``, then ``register(mid)`` before paho can handle that message's PUBACK.
+
+        paho's message lock is reentrant and held by paho both while it
+        publishes and while it handles an acknowledgement: holding it across
+        both steps here keeps the acknowledgement waiting until ``register``
+        has run. ``register`` must be quick and take no other lock.
+        """
+        with self._out_message_mutex:
+            info = self.publish(topic, payload, qos=qos, retain=retain)
+            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                register(info.mid)
+            return info
 
 
 class MqttLink:
@@ -108,19 +191,16 @@ class MqttLink:
         self._ever_connected = False
         self._connack = threading.Event()
         self._connack_reason = ""
-        # Guarded by _lock (see the module docstring). ``_in_flight`` maps the
-        # mid of every unacknowledged QoS 1/2 message to its callback (or
-        # _UNSET); ``_early`` holds acks that arrived before ``publish``
-        # returned the mid they belong to.
+        # Counts guarded by _lock; the callbacks by paho's message lock (see
+        # the module docstring).
         self._lock = threading.Lock()
-        self._in_flight: dict[int, object] = {}
-        self._early: set[int] = set()
         self._published = 0
         self._dropped = 0
+        self._on_ack: dict[int, AckCallback] = {}  # mid -> callback of publish_acked
         self._stalled = False  # a wait for room timed out: drop at once until acks flow
         self._room = threading.Event()
 
-        client = paho.Client(
+        client = _LeanClient(
             CallbackAPIVersion.VERSION2,
             client_id=settings.effective_client_id,
             protocol=paho.MQTTv5 if self._v5 else paho.MQTTv311,
@@ -214,84 +294,92 @@ class MqttLink:
 
     @property
     def in_flight(self) -> int:
-        with self._lock:
-            return len(self._in_flight)
+        return self._client.unacknowledged
 
     # --- publishing ---------------------------------------------------------
 
     def publish(self, topic: str, payload: bytes, retain: bool | None = None) -> bool:
         """Send one message; False when it was not handed over (counted as dropped)."""
-        return self._send(topic, payload, self._retain if retain is None else retain, _UNSET)
+        if not self._may_send():
+            return False
+        info = self._client.publish(
+            topic, payload, qos=self._qos, retain=self._retain if retain is None else retain
+        )
+        return self._count(info.rc)
 
     def publish_acked(self, topic: str, payload: bytes, on_ack: AckCallback) -> bool:
         """Send one message, not retained; ``on_ack`` runs once the broker acknowledged it.
 
         With QoS 0 there is no acknowledgement: ``on_ack`` runs once paho has
-        written the message.
+        taken the message.
         """
-        return self._send(topic, payload, False, on_ack)
+        if not self._may_send():
+            return False
+        if not self._qos:
+            info = self._client.publish(topic, payload, qos=0, retain=False)
+            if self._count(info.rc):
+                on_ack()
+                return True
+            return False
+
+        def register(mid: int) -> None:  # under paho's message lock
+            self._on_ack[mid] = on_ack
+
+        info = self._client.publish_registered(topic, payload, self._qos, False, register)
+        return self._count(info.rc)
 
     def reply(self, topic: str, payload: bytes, correlation_data: bytes | None) -> bool:
         """Answer an MQTT v5 request on its response topic, with its correlation data."""
+        if not self._may_send():
+            return False
         properties = None
         if correlation_data is not None:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.CorrelationData = correlation_data
-        return self._send(topic, payload, False, _UNSET, properties)
-
-    def _send(
-        self,
-        topic: str,
-        payload: bytes,
-        retain: bool,
-        on_ack: object,
-        properties: Properties | None = None,
-    ) -> bool:
-        if not self._connected or (self._qos and not self._has_room()):
-            with self._lock:
-                self._dropped += 1
-            return False
         info = self._client.publish(
-            topic, payload, qos=self._qos, retain=retain, properties=properties
+            topic, payload, qos=self._qos, retain=False, properties=properties
         )
-        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            with self._lock:
-                self._dropped += 1
-            return False
-        acked_already = False
-        with self._lock:
-            self._published += 1
-            if self._qos:
-                if info.mid in self._early:
-                    self._early.discard(info.mid)
-                    acked_already = True
-                else:
-                    self._in_flight[info.mid] = on_ack
-        if on_ack is not _UNSET and (acked_already or not self._qos):
-            on_ack()  # type: ignore[operator]
-        return True
+        return self._count(info.rc)
 
-    def _has_room(self) -> bool:
-        """True when the window has room, waiting (bounded) for acks if it is full."""
-        if len(self._in_flight) < WINDOW:  # a racy read is fine: the window is a soft bound
-            self._stalled = False
+    def _may_send(self) -> bool:
+        """Connected, and room in the window (waiting, bounded, for it); else counted as dropped."""
+        if self._connected and (
+            not self._qos or self._client.unacknowledged < WINDOW or self._wait_for_room()
+        ):
+            if self._stalled:
+                self._stalled = False
             return True
+        with self._lock:
+            self._dropped += 1
+        return False
+
+    def _count(self, rc: MQTTErrorCode) -> bool:
+        sent = rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+        with self._lock:
+            if sent:
+                self._published += 1
+            else:
+                self._dropped += 1
+        return sent
+
+    def _wait_for_room(self) -> bool:
+        """Wait until the broker has acknowledged half the window; False if not in time."""
         if self._stalled:
             return False  # one wait already timed out: do not hold every message 30 s
         deadline = time.monotonic() + MAX_PUBLISH_WAIT_S
-        while len(self._in_flight) >= WINDOW // 2:
+        while self._client.unacknowledged >= WINDOW // 2:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self._connected:
                 self._stalled = remaining <= 0
                 if self._stalled:
                     log.warning(
                         "the broker acknowledges nothing; messages are dropped until it does",
-                        in_flight=len(self._in_flight),
+                        in_flight=self._client.unacknowledged,
                         waited_s=MAX_PUBLISH_WAIT_S,
                     )
                 return False
             self._room.clear()
-            if len(self._in_flight) < WINDOW // 2:  # acknowledged meanwhile
+            if self._client.unacknowledged < WINDOW // 2:  # acknowledged meanwhile
                 break
             self._room.wait(min(remaining, 1.0))
         return True
@@ -358,14 +446,12 @@ class MqttLink:
     ) -> None:
         if not self._qos:
             return
-        with self._lock:
-            on_ack = self._in_flight.pop(mid, None)
-            if on_ack is None:  # ``publish`` has not recorded this mid yet
-                self._early.add(mid)
-            room = len(self._in_flight) < WINDOW // 2
-        if on_ack is not None and on_ack is not _UNSET:
-            on_ack()  # type: ignore[operator]
-        if room and not self._room.is_set():
+        # paho holds its message lock here, and still counts this message.
+        if self._on_ack:
+            on_ack = self._on_ack.pop(mid, None)
+            if on_ack is not None:
+                on_ack()
+        if self._client.unacknowledged <= WINDOW // 2 and not self._room.is_set():
             self._room.set()
 
     def _handle_message(

@@ -100,7 +100,12 @@ class InventoryOutput:
 
     def handle(self, event: Event) -> None:
         if isinstance(event, TagsChanged):
-            self._note_tags(event.entry.contract.id, event.entry.device.id, set(event.values))
+            # Once per device per cycle: compare with the keys as they are and
+            # build a set only when the device's tags did change.
+            key = (event.entry.contract.id, event.entry.device.id)
+            known = self._tags.get(key)
+            if known is None or known != event.values.keys():
+                self._note_tags(*key, set(event.values))
         elif isinstance(event, TagsGone):
             key = (event.entry.contract.id, event.entry.device.id)
             self._note_tags(*key, set(self._tags.get(key, ())) - set(event.tags))

@@ -92,6 +92,19 @@ def test_nothing_is_published_again_while_nothing_changed() -> None:
     assert len(published) == count
 
 
+def test_a_tag_that_appears_at_a_later_cycle_joins_the_inventory() -> None:
+    published = Published()
+    inventory = output(published)
+    inventory.handle(DiscoveryDone(CATALOG, changed=True))
+    inventory.handle(readings_event(PUMP_ENTRY, {"TEMP": "21"}))
+    inventory.handle(cycle_done())
+    inventory.handle(readings_event(PUMP_ENTRY, {"TEMP": "22", "SP_1": "20"}))
+    inventory.handle(cycle_done())
+    last = published.documents()[-1]
+    assert isinstance(last, list)
+    assert last[0]["tags"] == ["SP_1", "TEMP"] and last[0]["writable_tags"] == ["SP_1"]
+
+
 def test_gone_tags_and_devices_leave_the_inventory() -> None:
     published = Published()
     inventory = output(published)
