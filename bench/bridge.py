@@ -67,6 +67,9 @@ from bench.tally import ValuesCheck, check_values
 from bench.window import measure_window, watch_cycles
 
 BATCH_SIZE = 50
+#: Runs that poll back to back; the simulator answers exactly their cycles' realtime
+#: requests and 503 after (``realtime_requests_left``, ``baxo_mqtt/simulator/control.py``).
+BACK_TO_BACK_KINDS = ("bridge", "sparkplug")
 #: The history catch-up's windows: shorter than the backlog, so that it is read
 #: in several (the default, a day, would hold a million samples in one).
 HISTORY_MAX_SPAN_S = 3600
@@ -316,6 +319,13 @@ class BridgeRun:
                     simulator.withhold(contract_id, device_id, start, end)
         simulator.clear_requests()
         sparkplug = spec.kind == "sparkplug"
+        if spec.kind in BACK_TO_BACK_KINDS:
+            # Exactly the cycles measured, as the ceiling sends exactly its messages:
+            # reads beyond them would spend CPU in the window on values nobody counts.
+            simulator.set_faults(
+                realtime_requests_left=spec.cycles
+                * expected_requests_per_cycle(shape.devices, BATCH_SIZE)
+            )
         subscriber = Subscriber(
             context,
             children,
@@ -407,6 +417,18 @@ class BridgeRun:
         stop_s = time.monotonic() - asked
         return Ending(subscriber.finish(), peak, exit_code, stop_s, metrics)
 
+    def updates_sent(self) -> float | None:
+        """Updates the bridge has handed to paho so far, from its /metrics: messages
+        (plain topics), DDATA metrics (Sparkplug: every tag of a device changes at
+        every read, so each DDATA carries all of them) or history samples."""
+        metrics = self._metrics()
+        if self.kind == "sparkplug":
+            ddata = metrics.get('baxo_mqtt_sparkplug_messages_total{type="DDATA"}')
+            return None if ddata is None else ddata * self.shape.tags
+        if self.kind == "history":
+            return metrics.get("baxo_mqtt_history_samples_published_total")
+        return metrics.get("baxo_mqtt_messages_published_total")
+
     def polls(self) -> float | None:
         """Polls the bridge has finished so far, from its /metrics."""
         return self._metrics().get("baxo_mqtt_poll_duration_seconds_count")
@@ -470,6 +492,7 @@ def run_bridge(context: SpawnContext, workdir: Path, spec: RunSpec, budget_s: fl
                 deadline=deadline,
                 death=children.death,
                 own_pids=children.pids,
+                sent=run.updates_sent,
             )
             polls = run.polls()
             cycles_delivered = run.subscriber.delivered / shape.tag_count

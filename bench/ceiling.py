@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from multiprocessing.context import SpawnContext
 from multiprocessing.synchronize import Event
 from pathlib import Path
+from typing import Protocol
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -61,6 +62,12 @@ BACKLOG_CHUNK = 1_000
 ACK_TIMEOUT_S = 120.0
 
 
+class Counted(Protocol):
+    """A number shared with the harness (a ``multiprocessing`` Value)."""
+
+    value: int
+
+
 def _connected_client(port: int, client_id: str) -> paho.Client:
     """A paho client as most people would set one up, connected, its loop running."""
     connected = threading.Event()
@@ -85,21 +92,27 @@ def _connected_client(port: int, client_id: str) -> paho.Client:
 
 
 def _publish_each(
-    client: paho.Client, messages: Iterable[tuple[str, bytes]], *, retain: bool
+    client: paho.Client, messages: Iterable[tuple[str, bytes]], *, retain: bool, sent: Counted
 ) -> None:
-    """Publish every message at QoS 1 as fast as paho takes them; return once all are acked."""
+    """Publish every message at QoS 1 as fast as paho takes them; return once all are acked.
+
+    ``sent`` tells the harness how many were handed to paho, every chunk: the
+    count its CPU per update is divided by (``bench/window.py``)."""
     # The last message of each chunk of BACKLOG_CHUNK: waiting on the oldest of
     # them bounds the backlog without a check per acknowledgement.
     chunk_ends: deque[paho.MQTTMessageInfo] = deque()
     info: paho.MQTTMessageInfo | None = None
-    for sent, (topic, payload) in enumerate(messages, start=1):
+    count = 0
+    for count, (topic, payload) in enumerate(messages, start=1):
         info = client.publish(topic, payload, qos=1, retain=retain)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise RuntimeError(f"paho refused a publish: {info.rc}")
-        if sent % BACKLOG_CHUNK == 0:
+        if count % BACKLOG_CHUNK == 0:
+            sent.value = count
             chunk_ends.append(info)
             if len(chunk_ends) * BACKLOG_CHUNK > BACKLOG:
                 chunk_ends.popleft().wait_for_publish(ACK_TIMEOUT_S)
+    sent.value = count
     if info is not None:
         info.wait_for_publish(ACK_TIMEOUT_S)
 
@@ -120,6 +133,7 @@ def _publish_all(
     base_topic: str,
     finished: Event,
     stop: Event,
+    sent: Counted,
 ) -> None:
     """The child process: publish ``cycles`` x every tag, retained, then wait to be stopped."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the harness's to handle
@@ -130,19 +144,19 @@ def _publish_all(
         for payloads in cycle_payloads
         for topic, payload in zip(topics, payloads, strict=True)
     )
-    _publish_each(client, messages, retain=True)
+    _publish_each(client, messages, retain=True, sent=sent)
     _wait_and_leave(client, finished, stop)
 
 
 def _publish_history(
-    port: int, backlog: Backlog, *, base_topic: str, finished: Event, stop: Event
+    port: int, backlog: Backlog, *, base_topic: str, finished: Event, stop: Event, sent: Counted
 ) -> None:
     """The child process: publish every sample of ``backlog`` as the history stream
     must (same topics, same payloads, not retained), then wait to be stopped."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the harness's to handle
     messages = list(history_messages(backlog, TopicScheme(base_topic)))
     client = _connected_client(port, "bench-ceiling")
-    _publish_each(client, messages, retain=False)
+    _publish_each(client, messages, retain=False, sent=sent)
     _wait_and_leave(client, finished, stop)
 
 
@@ -169,7 +183,8 @@ def run_ceiling(context: SpawnContext, workdir: Path, spec: RunSpec, budget_s: f
             history_step=backlog.step if backlog is not None else 0,
         ).start()
         finished, stop = context.Event(), context.Event()
-        ending = {"base_topic": base_topic, "finished": finished, "stop": stop}
+        sent: Counted = context.Value("q", 0, lock=False)
+        ending = {"base_topic": base_topic, "finished": finished, "stop": stop, "sent": sent}
         publisher = (
             context.Process(
                 target=_publish_all,
@@ -200,6 +215,7 @@ def run_ceiling(context: SpawnContext, workdir: Path, spec: RunSpec, budget_s: f
             deadline=deadline,
             death=children.death,
             own_pids=children.pids,
+            sent=lambda: float(sent.value),
         )
         if ended_early is None:
             wait_until(

@@ -75,6 +75,7 @@ def run_history(context: SpawnContext, workdir: Path, spec: RunSpec, budget_s: f
                 deadline=deadline,
                 death=trouble,
                 own_pids=children.pids,
+                sent=run.updates_sent,
             )
             ending = run.end()
             traffic = history_traffic(run.simulator.requests(HISTORY_OPERATION))

@@ -110,7 +110,9 @@ class RunResult:
     @property
     def cpu_per_10k(self) -> float | None:
         w = self.window
-        return w.cpu_s * UPDATES_PER_CPU_UNIT / w.updates if w is not None and w.updates else None
+        if w is None or not w.updates:
+            return None
+        return w.cpu_s * UPDATES_PER_CPU_UNIT / w.cpu_updates
 
 
 @dataclass(frozen=True, slots=True)

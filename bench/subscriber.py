@@ -1,4 +1,8 @@
-"""The subscriber: a paho client in its own process, on ``<base>/#`` at QoS 1.
+"""The subscriber: its own process, on ``<base>/#`` at QoS 1.
+
+It reads MQTT with ``bench/mqtt_reader.py``, not paho: a paho subscriber
+costs more CPU per message than either publisher and would set the rate
+of both.
 
 Or, for the Sparkplug run, on ``spBv1.0/#``, decoding every payload
 (``bench/sparkplug_tally.py``): there the "updates" are DDATA metrics. Or,
@@ -17,7 +21,6 @@ from __future__ import annotations
 import ctypes
 import resource
 import signal
-import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -25,13 +28,9 @@ from multiprocessing.context import SpawnContext
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-
 from bench.children import BenchError, Children, wait_until
 from bench.history_tally import HistoryTally, TopicTrace, history_filter
+from bench.mqtt_reader import MqttReader
 from bench.sparkplug_tally import NAMESPACE, SparkplugCounts, SparkplugTally
 from bench.tally import Tally
 
@@ -86,45 +85,19 @@ def _subscribe_and_count(
         topic_filter = history_filter(base_topic)
     else:
         tally, topic_filter = Tally(base_topic, per_cycle), f"{base_topic}/#"
-    delivered, last_arrival, clock = shared.delivered, shared.last_arrival, time.monotonic
+    delivered, last_arrival = shared.delivered, shared.last_arrival
 
-    def on_message(client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
-        now = clock()
-        if tally.add(message.topic, bytes(message.payload), now):
+    def on_message(topic: str, payload: bytes, at: float) -> None:
+        if tally.add(topic, payload, at):
             delivered.value = tally.delivered
-            last_arrival.value = now
+            last_arrival.value = at
 
-    def on_connect(
-        client: paho.Client,
-        userdata: object,
-        flags: object,
-        reason: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        client.subscribe(topic_filter, qos=1)
-
-    def on_subscribe(
-        client: paho.Client,
-        userdata: object,
-        mid: int,
-        reasons: list[ReasonCode],
-        properties: Properties | None,
-    ) -> None:
-        if all(not reason.is_failure for reason in reasons):
-            shared.ready.set()
-
-    client = paho.Client(
-        CallbackAPIVersion.VERSION2, client_id="bench-subscriber", protocol=paho.MQTTv5
-    )
-    client.on_connect = on_connect
-    client.on_subscribe = on_subscribe
-    client.on_message = on_message
-    client.connect("127.0.0.1", port)
-    network = threading.Thread(target=client.loop_forever, name="subscriber-network", daemon=True)
-    network.start()
-    shared.stop.wait()
-    client.disconnect()
-    network.join(RESULT_TIMEOUT_S)
+    reader = MqttReader(port, "bench-subscriber", topic_filter, READY_TIMEOUT_S)
+    shared.ready.set()
+    try:
+        reader.run(on_message, shared.stop.is_set, time.monotonic)
+    finally:
+        reader.close()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu_s = usage.ru_utime + usage.ru_stime
     delivery = Delivery(

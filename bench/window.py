@@ -7,7 +7,12 @@ measured the same way for the ceiling and for the bridge:
 * time, from the subscriber's arrival time of message ``N`` (the end of
   cycle 1) to that of message ``c x N`` (the end of the last complete cycle);
 * CPU, from the measured process's ``/proc`` counters, sampled by the
-  harness when it sees each of those counts reached;
+  harness when it sees each of those counts reached, and divided by the
+  updates the measured process itself sent between those two moments (its
+  own count, read at the same moments). A publisher runs ahead of the
+  subscriber, by as much as the broker queues: dividing by what arrived
+  would count CPU of work sent before the window, or leave out work sent in
+  it, by how far ahead it happened to be;
 * memory, sampled at every cycle end, so growth across cycles shows;
 * the CPU the rest of the machine used meanwhile (all busy CPU minus that
   of the benchmark's own processes): on a shared machine, the noise gauge.
@@ -36,6 +41,8 @@ class CycleSample:
     #: Busy CPU seconds of the whole machine, and of the benchmark's own processes.
     machine_busy_s: float = 0.0
     own_cpu_s: float = 0.0
+    #: Updates the measured process had sent by then, by its own count (None: not read).
+    sent: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +58,13 @@ class Window:
     growth_cycles: tuple[int, int] | None
     #: CPU cores that processes outside the benchmark kept busy, on average, meanwhile.
     others_cores: float | None = None
+    #: Updates the measured process sent meanwhile, by its own count (None: not known).
+    sent: float | None = None
+
+    @property
+    def cpu_updates(self) -> float:
+        """The updates ``cpu_s`` paid for: those sent in the window when known."""
+        return self.sent if self.sent else float(self.updates)
 
 
 def growth_start(last_cycle: int) -> int:
@@ -78,6 +92,9 @@ def measure_window(
         own_busy = final.own_cpu_s - first.own_cpu_s
         # Processes are sampled one after the other: a tiny negative is sampling skew.
         others_cores = max(0.0, (machine_busy - own_busy) / (final.at - first.at))
+    sent = None
+    if first.sent is not None and final.sent is not None and final.sent > first.sent:
+        sent = final.sent - first.sent
     return Window(
         last_cycle=last,
         updates=(last - 1) * per_cycle,
@@ -86,6 +103,7 @@ def measure_window(
         rss_growth_bytes=rss_growth,
         growth_cycles=None if rss_growth is None else (growth_from, last),
         others_cores=others_cores,
+        sent=sent,
     )
 
 
@@ -98,19 +116,24 @@ def watch_cycles(
     deadline: float,
     death: Callable[[], str | None],
     own_pids: Callable[[], Sequence[int]],
+    sent: Callable[[], float | None] | None = None,
 ) -> tuple[list[CycleSample], str | None]:
     """Sample process ``pid`` each time another ``per_cycle`` updates were delivered,
     until ``cycles`` cycles or ``deadline`` (monotonic). ``own_pids`` are the
-    benchmark's processes, whose CPU is not "the rest of the machine". Returns
-    the samples and, when the run ended early, why."""
+    benchmark's processes, whose CPU is not "the rest of the machine". ``sent``
+    reads the process's own count of updates sent; it is read at the first and
+    the last cycle only, since reading it may cost the process some CPU.
+    Returns the samples and, when the run ended early, why."""
     samples: list[CycleSample] = []
     next_cycle = 1
     while next_cycle <= cycles:
         while next_cycle <= cycles and delivered() >= next_cycle * per_cycle:
+            counted = sent() if sent is not None and next_cycle in (1, cycles) else None
             samples.append(
                 CycleSample(
                     next_cycle,
                     sample_process(pid),
+                    sent=counted,
                     at=time.monotonic(),
                     machine_busy_s=machine_busy_seconds(),
                     own_cpu_s=cpu_seconds_of(own_pids()),

@@ -23,7 +23,8 @@ endpoint                               does
 ``GET /_sim/faults/served``            how many requests each fault answered, by kind:
                                        ``server_error``, ``rate_limited``, ``reset``, ``hang``,
                                        ``malformed``, ``auth_failure``, ``api_disabled``,
-                                       ``write_failure``, and ``status_<code>`` per 5xx status
+                                       ``write_failure``, ``realtime_spent``, and
+                                       ``status_<code>`` per 5xx status
 ``DELETE /_sim/faults/served``         sets those counts back to zero
 ``PUT /_sim/value``                    ``{"contract", "device", "tag", "value"[, "timestamp"]}``:
                                        the device reports ``value`` (realtime shows it; history
@@ -59,7 +60,13 @@ usual: a client that gave up cannot know whether its write was applied) and
 ``malformed_rate`` (the operation runs and its answer is cut in half, not
 valid JSON). These five rates are shares of the requests, so together they
 may not exceed 1. ``write_failure`` answers ``devices-tags-write`` 500 without
-applying it.
+applying it. ``realtime_requests_left``, when set, is how many more
+``devices-realtimes`` requests are answered; each one answered counts it
+down, and once it is 0 each later realtime request is held, unanswered,
+until the knob is set again (to a number above 0, or null for no limit),
+then answered as the knobs then say. A benchmark uses it to let a bridge
+read exactly the cycles it measures, then wait, as a pre-built publisher
+sends exactly its messages and stops.
 """
 
 from __future__ import annotations
@@ -86,6 +93,7 @@ RANDOM_FAULTS: tuple[tuple[RandomFault, str], ...] = (
     ("malformed", "malformed_rate"),
 )
 _BOOLEAN_KNOBS = ("auth_failure", "api_disabled", "write_failure")
+_OPTIONAL_KNOBS = ("rate_limit_s", "realtime_requests_left")
 
 
 @dataclass(slots=True)
@@ -118,6 +126,8 @@ class Faults:
     hang_s: float = 30.0
     #: ``devices-tags-write`` is answered 500 and the write is not applied.
     write_failure: bool = False
+    #: When set, how many more realtime requests are answered; at 0 they are held.
+    realtime_requests_left: int | None = None
 
     def update(self, changes: Mapping[str, object]) -> None:
         """Set several knobs from JSON-like data; all or nothing, ``ValueError`` if invalid."""
@@ -161,8 +171,12 @@ def _checked_knob(name: str, value: object) -> object:
         ):
             raise ValueError("error_statuses must be a non-empty list of 5xx statuses")
         return tuple(value)
-    if value is None and name == "rate_limit_s":
+    if value is None and name in _OPTIONAL_KNOBS:
         return None
+    if name == "realtime_requests_left":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a whole number >= 0, or null")
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
         raise ValueError(f"{name} must be a number >= 0")
     if not math.isfinite(value):
@@ -391,6 +405,7 @@ SERVED_KINDS = (
     "auth_failure",
     "api_disabled",
     "write_failure",
+    "realtime_spent",
 )
 
 __all__ = [

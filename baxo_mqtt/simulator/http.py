@@ -63,6 +63,9 @@ IDLE_TIMEOUT_S = 60
 #: How often the serving thread checks for ``stop()``; bounds how long stopping takes.
 SHUTDOWN_POLL_S = 0.05
 WRITE = "devices-tags-write"
+REALTIME = "devices-realtimes"
+#: How often a realtime request held by ``realtime_requests_left`` looks at the knob again.
+REALTIME_HOLD_CHECK_S = 0.02
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -426,6 +429,8 @@ class SimulatorServer:
         refused = self._refusal(params, faults)
         if refused is not None:
             return refused
+        if faults.realtime_requests_left is not None and one(params, "get") == REALTIME:
+            self._take_realtime_turn(faults)
         fault = faults.pick(self._draw()) if faults.any_random else None
         if fault == "server_error":
             status = self._choice(faults.error_statuses)
@@ -475,6 +480,25 @@ class SimulatorServer:
             self._served_one("api_disabled")
             return json_answer(403, API_DISABLED)
         return None
+
+    def _take_realtime_turn(self, faults: Faults) -> None:
+        """Count this realtime request against ``realtime_requests_left``; once that
+        is spent, hold it until the knob is changed (or the server stops)."""
+        held = False
+        while not self._stopping.is_set():
+            with self._served_lock:
+                left = faults.realtime_requests_left
+                if left is None:
+                    return
+                if left > 0:
+                    faults.realtime_requests_left = left - 1
+                    return
+                if not held:
+                    held = True
+                    self._served.update(("realtime_spent",))
+            # Knobs change without telling the server (a PUT, or a test setting the
+            # field): look again shortly. Only requests past the limit wait here.
+            self._stopping.wait(REALTIME_HOLD_CHECK_S)
 
     def _draw(self) -> float:
         with self._fault_rng_lock:

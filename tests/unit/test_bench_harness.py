@@ -283,6 +283,31 @@ def test_the_window_tells_how_busy_the_rest_of_the_machine_was() -> None:
     assert any("kept 0.50 CPU cores busy" in line for line in notes([row]))
 
 
+def test_cpu_per_update_counts_what_the_process_itself_sent_in_the_window() -> None:
+    """A publisher ahead of its subscriber sent 30,000 in the window while 20,000
+    arrived: its CPU pays for the 30,000."""
+    process = [ProcessSample(c, MB, MB) for c in (1.0, 4.0)]
+    window = measure_window(
+        per_cycle=10_000,
+        cycle_marks=[1.0, 2.0, 3.0],
+        samples=[
+            CycleSample(1, process[0], sent=15_000.0),
+            CycleSample(3, process[1], sent=45_000.0),
+        ],
+    )
+    unknown = measure_window(
+        per_cycle=10_000,
+        cycle_marks=[1.0, 2.0, 3.0],
+        samples=[CycleSample(1, process[0]), CycleSample(3, process[1], sent=45_000.0)],
+    )
+
+    assert window is not None and unknown is not None
+    assert (window.updates, window.sent) == (20_000, 30_000.0)
+    assert result(window=window).cpu_per_10k == pytest.approx(1.0)
+    assert unknown.sent is None
+    assert result(window=unknown).cpu_per_10k == pytest.approx(1.5)  # by arrivals, then
+
+
 def test_growth_is_measured_from_cycle_five_or_half_the_run() -> None:
     assert [growth_start(n) for n in (2, 5, 10, 20, 40)] == [1, 2, 5, 5, 5]
 

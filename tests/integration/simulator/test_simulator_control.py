@@ -565,6 +565,8 @@ def test_served_counts_start_at_zero_and_can_be_cleared(
         ({"error_statuses": []}, "5xx"),
         ({"hang_s": -1}, "hang_s must be a number >= 0"),
         ({"reset_rate": True}, "reset_rate must be a number"),
+        ({"realtime_requests_left": 1.5}, "whole number"),
+        ({"realtime_requests_left": -1}, "whole number"),
     ],
 )
 def test_impossible_knobs_are_refused_and_change_nothing(
@@ -577,6 +579,40 @@ def test_impossible_knobs_are_refused_and_change_nothing(
     assert refused.status_code == 400
     assert message in refused.json()["error"]
     assert session.get(control_url(simulator, "faults"), timeout=TIMEOUT_S).json() == before
+
+
+def test_realtime_requests_left_answers_that_many_then_holds_the_rest_until_lifted(
+    simulator: SimulatorServer, session: requests.Session, account: Account
+) -> None:
+    read = {
+        "get": "devices-realtimes",
+        "contractId": account.contract,
+        "deviceId": account.devices[0],
+    }
+    limited = session.put(
+        control_url(simulator, "faults"), json={"realtime_requests_left": 2}, timeout=TIMEOUT_S
+    )
+    answered = [call(session, simulator.url, **read).status_code for _ in range(2)]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        held = pool.submit(lambda: call(requests.Session(), simulator.url, **read).status_code)
+        wait_until(lambda: len(simulator.in_flight) == 1, timeout=TIMEOUT_S)
+        other = call(session, simulator.url, get="contracts").status_code
+        left = session.get(control_url(simulator, "faults"), timeout=TIMEOUT_S).json()
+        still_held = not held.done()
+        lifted = session.put(
+            control_url(simulator, "faults"),
+            json={"realtime_requests_left": None, "error_rate": 1},
+            timeout=TIMEOUT_S,
+        )
+        released = held.result(timeout=TIMEOUT_S)
+
+    assert (limited.status_code, lifted.status_code) == (200, 200)
+    assert answered == [200, 200]
+    assert other == 200
+    assert left["realtime_requests_left"] == 0
+    assert still_held
+    assert released == 500  # answered as the knobs say once lifted
+    assert served(simulator, session)["realtime_spent"] == 1
 
 
 def test_a_failed_write_is_counted(
