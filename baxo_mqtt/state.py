@@ -35,12 +35,14 @@ import contextlib
 import fcntl
 import json
 import os
-import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
+
+if TYPE_CHECKING:
+    import sqlite3
 
 from baxo_mqtt.errors import BaxoMqttError, ConfigError
 
@@ -170,6 +172,8 @@ class StateDirectory:
 
     @contextlib.contextmanager
     def _using(self) -> Iterator[sqlite3.Connection]:
+        import sqlite3  # loaded already: this directory is open (see _open_database)
+
         with self._mutex:
             if self._connection is None:
                 raise StateError(f"state directory {self.path} is closed")
@@ -263,6 +267,10 @@ def _read_holder(fd: int) -> str:
 
 
 def _open_database(path: Path) -> sqlite3.Connection:
+    # Imported here, not at the top: sqlite3 costs some 1.5 MB of memory, which a
+    # bridge with no feature that keeps state should not pay.
+    import sqlite3
+
     connection: sqlite3.Connection | None = None
     try:
         # isolation_level=None: transactions are begun and committed explicitly in save.
@@ -279,6 +287,8 @@ def _open_database(path: Path) -> sqlite3.Connection:
 
 
 def _prepare(connection: sqlite3.Connection) -> None:
+    import sqlite3  # loaded already by _open_database
+
     # WAL: a commit is one append to the log, and a reader never sees half a transaction.
     # FULL: the log is synced at every commit, so a returned save survives a power cut too.
     mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]

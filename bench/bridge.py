@@ -398,7 +398,8 @@ class BridgeRun:
 
     def end(self) -> Ending:
         """Stop reads, let the bridge publish what it read, stop it and collect everything."""
-        self.simulator.set_faults(error_rate=1.0)
+        # Every request fails from now on, those held past the cycles asked too.
+        self.simulator.set_faults(error_rate=1.0, realtime_requests_left=None)
         subscriber = self.subscriber
         wait_until(
             lambda: time.monotonic() - subscriber.last_arrival >= QUIET_S,

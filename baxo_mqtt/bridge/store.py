@@ -13,8 +13,9 @@ tag reference would be fresh copies from every answer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from sys import intern
 
 from baxo_mqtt.baxo.models import Reading
 
@@ -29,6 +30,17 @@ class DeviceUpdate:
     device_id: str
     changes: list[Reading]
     gone: tuple[str, ...]  # tags the device had and no longer reports
+
+
+class SharedTagSets:
+    """Hands out one frozenset object for every equal set of tags asked for."""
+
+    def __init__(self, known: Iterable[frozenset[str]] = ()) -> None:
+        self._sets: dict[frozenset[str], frozenset[str]] = {tags: tags for tags in known}
+
+    def share(self, tags: Iterable[str]) -> frozenset[str]:
+        wanted = frozenset(tags)
+        return self._sets.setdefault(wanted, wanted)
 
 
 class ValueStore:
@@ -61,6 +73,7 @@ class ValueStore:
         tags: dict[str, StoredValue] = {}
         changes: list[Reading] = []
         added = 0
+        kept_timestamp = 0
         # Hot path (every tag of every cycle): readings arrive grouped by
         # device, so look the device up only when it changes.
         for reading in readings:
@@ -80,9 +93,18 @@ class ValueStore:
                     seen[device_id] = 0
                 changes = device_changes
             seen[device_id] += 1
+            # A logger sends all its tags at one moment: keep one int for them, not
+            # one per tag (100,000 tags, 28 bytes each).
+            if timestamp == kept_timestamp:
+                timestamp = kept_timestamp
+            else:
+                kept_timestamp = timestamp
             previous = tags.get(tag)
             if previous is None:
                 added += 1
+                # Every device names its tags alike (TAG_1...): one string for all of
+                # them, not a copy per device from each device's first answer.
+                tag = intern(tag)
             elif only_changes and previous[0] == value and previous[1] == timestamp:
                 continue
             tags[tag] = (value, timestamp, is_event)
@@ -136,8 +158,10 @@ class ValueStore:
         return self._devices.get((contract_id, device_id), {})
 
     def known_tags(self) -> dict[DeviceKey, frozenset[str]]:
-        """Every device's tags, as a copy another thread may keep."""
-        return {key: frozenset(tags) for key, tags in self._devices.items()}
+        """Every device's tags, as a copy another thread may keep; devices with the
+        same tags share one set (a fleet of one model has one set, not thousands)."""
+        shared = SharedTagSets()
+        return {key: shared.share(tags) for key, tags in self._devices.items()}
 
     def knows_tag(self, contract_id: str, device_id: str, tag: str) -> bool:
         return tag in self._devices.get((contract_id, device_id), {})

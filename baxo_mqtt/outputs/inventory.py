@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
@@ -32,7 +33,7 @@ from baxo_mqtt.bridge.events import (
     TagsChanged,
     TagsGone,
 )
-from baxo_mqtt.bridge.store import DeviceKey
+from baxo_mqtt.bridge.store import DeviceKey, SharedTagSets
 from baxo_mqtt.bridge.topics import TopicScheme
 
 
@@ -89,6 +90,8 @@ class InventoryOutput:
         self._publish = publish
         self._catalog: Catalog | None = None
         self._tags: dict[DeviceKey, frozenset[str]] = {}
+        #: Devices with the same tags hold one set between them.
+        self._tag_sets = SharedTagSets()
         self._published: bytes | None = None
         self._dirty = False
 
@@ -123,14 +126,13 @@ class InventoryOutput:
             for key in event.catalog.entries:
                 values = event.values.device_values(*key)
                 if values:
-                    self._tags[key] = frozenset(values)
+                    self._tags[key] = self._tag_sets.share(values)
             self._send(force=True)
 
-    def _note_tags(self, contract_id: str, device_id: str, tags: set[str]) -> None:
+    def _note_tags(self, contract_id: str, device_id: str, tags: AbstractSet[str]) -> None:
         key = (contract_id, device_id)
-        known = frozenset(tags)
-        if self._tags.get(key) != known:
-            self._tags[key] = known
+        if self._tags.get(key) != tags:
+            self._tags[key] = self._tag_sets.share(tags)
             self._dirty = True
 
     def _send(self, *, force: bool) -> None:
@@ -138,6 +140,7 @@ class InventoryOutput:
             return
         # Devices that left the catalog take their tags with them.
         self._tags = {k: v for k, v in self._tags.items() if k in self._catalog.entries}
+        self._tag_sets = SharedTagSets(self._tags.values())  # forget sets no device has
         payload = inventory_payload(self._catalog, self._tags, self._options.writes)
         self._dirty = False
         if payload == self._published and not force:

@@ -19,9 +19,7 @@ from bench.mqtt_reader import (
     split_publish,
 )
 
-topics = st.text(
-    st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=40
-)
+topics = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=40)
 messages = st.lists(
     st.tuples(topics, st.binary(max_size=300), st.sampled_from([0, 1]), st.integers(1, 65535)),
     max_size=30,

@@ -145,3 +145,34 @@ def test_store_holds_each_devices_last_complete_answer(
     for device, tags in expected.items():
         assert dict(store.device_values("c", device)) == tags
     assert store.tag_count == sum(len(tags) for tags in expected.values())
+
+
+def test_devices_with_the_same_tags_share_one_set_and_one_string_per_tag() -> None:
+    """Memory at 100,000 tags: one set and one string per tag name, not one per device."""
+    store = ValueStore()
+    # Fresh string objects, as every JSON answer makes them.
+    store.apply("C1", [reading("D1", "".join(["TAG", "_1"]), "1")])
+    store.apply("C1", [reading("D2", "".join(["TAG", "_1"]), "2")])
+    store.apply("C1", [reading("D3", "OTHER", "3")])
+
+    known = store.known_tags()
+    first_keys = list(store.device_values("C1", "D1"))
+    second_keys = list(store.device_values("C1", "D2"))
+
+    assert known[("C1", "D1")] is known[("C1", "D2")]
+    assert known[("C1", "D1")] == frozenset({"TAG_1"})
+    assert known[("C1", "D3")] == frozenset({"OTHER"})
+    assert first_keys[0] is second_keys[0]
+
+
+def test_tags_read_at_one_moment_share_one_timestamp_and_keep_its_value() -> None:
+    store = ValueStore()
+    moment = 800_000_000
+    store.apply("C1", [reading("D1", f"T{n}", str(n), moment + 0) for n in range(3)])
+    later = [reading("D1", "T0", "9", moment + 1)]
+    store.apply("C1", later + [reading("D1", f"T{n}", str(n), moment + 0) for n in (1, 2)])
+
+    values = store.device_values("C1", "D1")
+
+    assert values["T1"][1] is values["T2"][1]
+    assert [values[f"T{n}"][1] for n in range(3)] == [moment + 1, moment, moment]
