@@ -67,9 +67,6 @@ from bench.tally import ValuesCheck, check_values
 from bench.window import measure_window, watch_cycles
 
 BATCH_SIZE = 50
-#: Runs that poll back to back; the simulator answers exactly their cycles' realtime
-#: requests and 503 after (``realtime_requests_left``, ``baxo_mqtt/simulator/control.py``).
-BACK_TO_BACK_KINDS = ("bridge", "sparkplug")
 #: The history catch-up's windows: shorter than the backlog, so that it is read
 #: in several (the default, a day, would hold a million samples in one).
 HISTORY_MAX_SPAN_S = 3600
@@ -319,7 +316,7 @@ class BridgeRun:
                     simulator.withhold(contract_id, device_id, start, end)
         simulator.clear_requests()
         sparkplug = spec.kind == "sparkplug"
-        if spec.kind in BACK_TO_BACK_KINDS:
+        if spec.kind == "bridge":
             # Exactly the cycles measured, as the ceiling sends exactly its messages:
             # reads beyond them would spend CPU in the window on values nobody counts.
             simulator.set_faults(
