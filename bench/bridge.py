@@ -316,13 +316,11 @@ class BridgeRun:
                     simulator.withhold(contract_id, device_id, start, end)
         simulator.clear_requests()
         sparkplug = spec.kind == "sparkplug"
-        if spec.kind == "bridge":
+        if spec.kind in ("bridge", "sparkplug"):
             # Exactly the cycles measured, as the ceiling sends exactly its messages:
             # reads beyond them would spend CPU in the window on values nobody counts.
-            simulator.set_faults(
-                realtime_requests_left=spec.cycles
-                * expected_requests_per_cycle(shape.devices, BATCH_SIZE)
-            )
+            # The edge node's first read becomes its DBIRTHs, counted apart from DDATA.
+            simulator.set_faults(realtime_reads_left=spec.cycles + (1 if sparkplug else 0))
         subscriber = Subscriber(
             context,
             children,
@@ -396,7 +394,7 @@ class BridgeRun:
     def end(self) -> Ending:
         """Stop reads, let the bridge publish what it read, stop it and collect everything."""
         # Every request fails from now on, those held past the cycles asked too.
-        self.simulator.set_faults(error_rate=1.0, realtime_requests_left=None)
+        self.simulator.set_faults(error_rate=1.0, realtime_reads_left=None)
         subscriber = self.subscriber
         wait_until(
             lambda: time.monotonic() - subscriber.last_arrival >= QUIET_S,

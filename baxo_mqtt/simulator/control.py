@@ -60,13 +60,14 @@ usual: a client that gave up cannot know whether its write was applied) and
 ``malformed_rate`` (the operation runs and its answer is cut in half, not
 valid JSON). These five rates are shares of the requests, so together they
 may not exceed 1. ``write_failure`` answers ``devices-tags-write`` 500 without
-applying it. ``realtime_requests_left``, when set, is how many more
-``devices-realtimes`` requests are answered; each one answered counts it
-down, and once it is 0 each later realtime request is held, unanswered,
-until the knob is set again (to a number above 0, or null for no limit),
-then answered as the knobs then say. A benchmark uses it to let a bridge
-read exactly the cycles it measures, then wait, as a pre-built publisher
-sends exactly its messages and stops.
+applying it. ``realtime_reads_left``, when set, is how many more times each
+device is read by ``devices-realtimes``, counted from when the knob last
+changed; a request naming a device whose reads are spent is held,
+unanswered, until the knob changes again (to more reads, or null for no
+limit), then answered as the knobs then say. Counting devices, not
+requests, makes it exact whatever order concurrent requests arrive in. A
+benchmark uses it to let a bridge read exactly the cycles it measures,
+then wait, as a pre-built publisher sends exactly its messages and stops.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ RANDOM_FAULTS: tuple[tuple[RandomFault, str], ...] = (
     ("malformed", "malformed_rate"),
 )
 _BOOLEAN_KNOBS = ("auth_failure", "api_disabled", "write_failure")
-_OPTIONAL_KNOBS = ("rate_limit_s", "realtime_requests_left")
+_OPTIONAL_KNOBS = ("rate_limit_s", "realtime_reads_left")
 
 
 @dataclass(slots=True)
@@ -126,8 +127,8 @@ class Faults:
     hang_s: float = 30.0
     #: ``devices-tags-write`` is answered 500 and the write is not applied.
     write_failure: bool = False
-    #: When set, how many more realtime requests are answered; at 0 they are held.
-    realtime_requests_left: int | None = None
+    #: When set, how many more realtime reads each device gets; later ones are held.
+    realtime_reads_left: int | None = None
 
     def update(self, changes: Mapping[str, object]) -> None:
         """Set several knobs from JSON-like data; all or nothing, ``ValueError`` if invalid."""
@@ -173,7 +174,7 @@ def _checked_knob(name: str, value: object) -> object:
         return tuple(value)
     if value is None and name in _OPTIONAL_KNOBS:
         return None
-    if name == "realtime_requests_left":
+    if name == "realtime_reads_left":
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{name} must be a whole number >= 0, or null")
         return value

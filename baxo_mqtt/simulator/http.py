@@ -40,6 +40,7 @@ from baxo_mqtt.simulator.api import (
     json_answer,
     merge_params,
     one,
+    parse_list,
 )
 from baxo_mqtt.simulator.control import (
     CONTROL_PREFIX,
@@ -64,7 +65,7 @@ IDLE_TIMEOUT_S = 60
 SHUTDOWN_POLL_S = 0.05
 WRITE = "devices-tags-write"
 REALTIME = "devices-realtimes"
-#: How often a realtime request held by ``realtime_requests_left`` looks at the knob again.
+#: How often a realtime request held by ``realtime_reads_left`` looks at the knob again.
 REALTIME_HOLD_CHECK_S = 0.02
 
 
@@ -286,6 +287,9 @@ class SimulatorServer:
         self._started_count = 0
         self._served: Counter[str] = Counter()
         self._served_lock = threading.Lock()
+        #: Realtime reads per device since ``realtime_reads_left`` took the value seen.
+        self._device_reads: Counter[str] = Counter()
+        self._reads_limit_seen: int | None = None
         #: Set while stopped, so that hanging requests end with the server.
         self._stopping = threading.Event()
         self._httpd: _HttpServer | None = None
@@ -429,8 +433,8 @@ class SimulatorServer:
         refused = self._refusal(params, faults)
         if refused is not None:
             return refused
-        if faults.realtime_requests_left is not None and one(params, "get") == REALTIME:
-            self._take_realtime_turn(faults)
+        if faults.realtime_reads_left is not None and one(params, "get") == REALTIME:
+            self._take_realtime_turn(faults, params)
         fault = faults.pick(self._draw()) if faults.any_random else None
         if fault == "server_error":
             status = self._choice(faults.error_statuses)
@@ -481,17 +485,21 @@ class SimulatorServer:
             return json_answer(403, API_DISABLED)
         return None
 
-    def _take_realtime_turn(self, faults: Faults) -> None:
-        """Count this realtime request against ``realtime_requests_left``; once that
-        is spent, hold it until the knob is changed (or the server stops)."""
+    def _take_realtime_turn(self, faults: Faults, params: dict[str, list[str]]) -> None:
+        """Count this request's devices against ``realtime_reads_left``; while any of
+        them has no read left, hold it until the knob changes (or the server stops)."""
+        devices = parse_list(params.get("deviceIdentifiers", params.get("deviceId", [])))
         held = False
         while not self._stopping.is_set():
             with self._served_lock:
-                left = faults.realtime_requests_left
-                if left is None:
+                limit = faults.realtime_reads_left
+                if limit != self._reads_limit_seen:  # changed: count from zero again
+                    self._reads_limit_seen = limit
+                    self._device_reads.clear()
+                if limit is None:
                     return
-                if left > 0:
-                    faults.realtime_requests_left = left - 1
+                if all(self._device_reads[device] < limit for device in devices):
+                    self._device_reads.update(devices)
                     return
                 if not held:
                     held = True

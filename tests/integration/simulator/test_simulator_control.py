@@ -565,8 +565,8 @@ def test_served_counts_start_at_zero_and_can_be_cleared(
         ({"error_statuses": []}, "5xx"),
         ({"hang_s": -1}, "hang_s must be a number >= 0"),
         ({"reset_rate": True}, "reset_rate must be a number"),
-        ({"realtime_requests_left": 1.5}, "whole number"),
-        ({"realtime_requests_left": -1}, "whole number"),
+        ({"realtime_reads_left": 1.5}, "whole number"),
+        ({"realtime_reads_left": -1}, "whole number"),
     ],
 )
 def test_impossible_knobs_are_refused_and_change_nothing(
@@ -581,35 +581,40 @@ def test_impossible_knobs_are_refused_and_change_nothing(
     assert session.get(control_url(simulator, "faults"), timeout=TIMEOUT_S).json() == before
 
 
-def test_realtime_requests_left_answers_that_many_then_holds_the_rest_until_lifted(
+def test_realtime_reads_left_reads_each_device_that_often_then_holds_it_until_lifted(
     simulator: SimulatorServer, session: requests.Session, account: Account
 ) -> None:
-    read = {
-        "get": "devices-realtimes",
-        "contractId": account.contract,
-        "deviceId": account.devices[0],
-    }
+    first, second = account.devices[0], account.devices[1]
+
+    def read(*devices: str) -> dict[str, str]:
+        return {
+            "get": "devices-realtimes",
+            "contractId": account.contract,
+            "deviceIdentifiers": ",".join(devices),
+        }
+
     limited = session.put(
-        control_url(simulator, "faults"), json={"realtime_requests_left": 2}, timeout=TIMEOUT_S
+        control_url(simulator, "faults"), json={"realtime_reads_left": 2}, timeout=TIMEOUT_S
     )
-    answered = [call(session, simulator.url, **read).status_code for _ in range(2)]
+    answered = [call(session, simulator.url, **read(first)).status_code for _ in range(2)]
     with ThreadPoolExecutor(max_workers=1) as pool:
-        held = pool.submit(lambda: call(requests.Session(), simulator.url, **read).status_code)
+        # The first device is spent: a request naming it waits, whatever else it names.
+        held = pool.submit(
+            lambda: call(requests.Session(), simulator.url, **read(second, first)).status_code
+        )
         wait_until(lambda: len(simulator.in_flight) == 1, timeout=TIMEOUT_S)
-        other = call(session, simulator.url, get="contracts").status_code
-        left = session.get(control_url(simulator, "faults"), timeout=TIMEOUT_S).json()
+        other_device = call(session, simulator.url, **read(second)).status_code
         still_held = not held.done()
         lifted = session.put(
             control_url(simulator, "faults"),
-            json={"realtime_requests_left": None, "error_rate": 1},
+            json={"realtime_reads_left": None, "error_rate": 1},
             timeout=TIMEOUT_S,
         )
         released = held.result(timeout=TIMEOUT_S)
 
     assert (limited.status_code, lifted.status_code) == (200, 200)
     assert answered == [200, 200]
-    assert other == 200
-    assert left["realtime_requests_left"] == 0
+    assert other_device == 200  # its second read
     assert still_held
     assert released == 500  # answered as the knobs say once lifted
     assert served(simulator, session)["realtime_spent"] == 1
