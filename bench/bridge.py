@@ -316,11 +316,10 @@ class BridgeRun:
                     simulator.withhold(contract_id, device_id, start, end)
         simulator.clear_requests()
         sparkplug = spec.kind == "sparkplug"
-        if spec.kind in ("bridge", "sparkplug"):
+        if spec.kind == "bridge":
             # Exactly the cycles measured, as the ceiling sends exactly its messages:
             # reads beyond them would spend CPU in the window on values nobody counts.
-            # The edge node's first read becomes its DBIRTHs, counted apart from DDATA.
-            simulator.set_faults(realtime_reads_left=spec.cycles + (1 if sparkplug else 0))
+            simulator.set_faults(realtime_reads_left=spec.cycles)
         subscriber = Subscriber(
             context,
             children,
