@@ -288,7 +288,7 @@ class SimulatorServer:
         self._served: Counter[str] = Counter()
         self._served_lock = threading.Lock()
         #: Realtime reads per device since ``realtime_reads_left`` took the value seen.
-        self._device_reads: Counter[str] = Counter()
+        self._device_reads: Counter[tuple[str, str]] = Counter()  # (contract, device)
         self._reads_limit_seen: int | None = None
         #: Set while stopped, so that hanging requests end with the server.
         self._stopping = threading.Event()
@@ -488,7 +488,11 @@ class SimulatorServer:
     def _take_realtime_turn(self, faults: Faults, params: dict[str, list[str]]) -> None:
         """Count this request's devices against ``realtime_reads_left``; while any of
         them has no read left, hold it until the knob changes (or the server stops)."""
-        devices = parse_list(params.get("deviceIdentifiers", params.get("deviceId", [])))
+        contract_id = one(params, "contractId") or ""
+        devices = [
+            (contract_id, device_id)
+            for device_id in parse_list(params.get("deviceIdentifiers", params.get("deviceId", [])))
+        ]
         held = False
         while not self._stopping.is_set():
             with self._served_lock:
